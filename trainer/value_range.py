@@ -1,0 +1,40 @@
+"""The one place that owns value ranges (the SRGAN paper's convention).
+
+  LR images enter the generator in [0, 1].
+  HR images, generator outputs and discriminator inputs are in [-1, 1].
+  Files, PNGs and serving tensors are uint8 in [0, 255].
+
+The input pipeline, the trainer, the evaluator and the serving export all convert through
+these functions, so the convention cannot drift between training and inference.
+"""
+
+import tensorflow as tf
+
+LR_RANGE = (0.0, 1.0)
+HR_RANGE = (-1.0, 1.0)
+
+
+def lr_from_uint8(images):
+    """uint8 [0, 255] -> float32 LR range [0, 1]."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def hr_from_uint8(images):
+    """uint8 [0, 255] -> float32 HR range [-1, 1]."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def hr_to_uint8(images):
+    """HR range [-1, 1] (any float dtype) -> uint8, rounded and clipped."""
+    images = (tf.cast(images, tf.float32) + 1.0) * 127.5
+    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+
+
+def lr_to_hr_range(images):
+    """LR range [0, 1] -> HR range [-1, 1] (e.g. for a bicubic baseline shown beside SR)."""
+    return images * 2.0 - 1.0
+
+
+def hr_to_unit(images):
+    """HR range [-1, 1] -> [0, 1] (for image summaries and metrics)."""
+    return (tf.cast(images, tf.float32) + 1.0) / 2.0
