@@ -1,0 +1,130 @@
+"""Exports a trained generator as a versioned SavedModel for TF Serving.
+
+Layout (what `tensorflow_model_server --model_base_path=EXPORT_BASE/NAME` polls):
+
+  EXPORT_BASE/NAME/<version>/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+
+A version is written under a hidden temporary name beside its final place and renamed when
+complete: TF Serving and serving.local_server only look at integer directory names, so they
+never pick up a half-written version. An existing version is never overwritten.
+"""
+
+import io
+import os
+import posixpath
+import uuid
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from serving import signatures
+from serving.serving_module import SuperResolutionModule, TilingConfig
+from trainer import generator_store
+
+WARMUP_IMAGE_SIDES = (16, 48)
+
+
+def list_versions(model_base_path):
+    """Sorted integer versions present under EXPORT_BASE/NAME (empty if it does not exist)."""
+    if not tf.io.gfile.isdir(model_base_path):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base_path))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def next_version(model_base_path):
+    versions = list_versions(model_base_path)
+    return versions[-1] + 1 if versions else 1
+
+
+def _warmup_png(side):
+    rng = np.random.default_rng(side)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def warmup_logs(model_name):
+    """PredictionLog records exercising both signatures at a couple of sizes."""
+    logs = []
+    for side in WARMUP_IMAGE_SIDES:
+        png = _warmup_png(side)
+        pixels = np.asarray(Image.open(io.BytesIO(png)))[np.newaxis]
+        for signature, name, value in (
+                (signatures.BYTES_SIGNATURE, signatures.BYTES_INPUT, [png]),
+                (signatures.TENSOR_SIGNATURE, signatures.TENSOR_INPUT, pixels)):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            logs.append(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def write_warmup(export_dir, model_name):
+    path = posixpath.join(export_dir, signatures.WARMUP_FILE)
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in warmup_logs(model_name):
+            writer.write(log.SerializeToString())
+    return path
+
+
+def save_module(module, export_dir, model_name):
+    """Saves `module` with its signatures and the warm-up requests to `export_dir`."""
+    tf.saved_model.save(module, export_dir, signatures=module.signature_functions())
+    write_warmup(export_dir, model_name)
+
+
+def export_generator(generator, scale, export_base, model_name, version=None,
+                     tiling_config=None):
+    """Exports a Keras generator ([0,1] LR -> [-1,1] HR) as EXPORT_BASE/NAME/<version>.
+
+    Args:
+      generator: the Keras generator.
+      scale: its upscale factor.
+      export_base: the directory holding one folder per model name.
+      model_name: the serving model name.
+      version: integer version; None picks the next one after the newest present.
+      tiling_config: serving_module.TilingConfig (None: the defaults).
+
+    Returns:
+      The final export directory.
+
+    Raises:
+      FileExistsError: the version already exists.
+    """
+    tiling_config = tiling_config or TilingConfig()
+    model_base_path = posixpath.join(export_base, model_name)
+    version = next_version(model_base_path) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}.")
+    final_dir = posixpath.join(model_base_path, str(version))
+    if tf.io.gfile.exists(final_dir):
+        raise FileExistsError(f"{final_dir} already exists; versions are never overwritten. "
+                              f"Leave out --version to export as version "
+                              f"{next_version(model_base_path)}.")
+    temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
+    module = SuperResolutionModule(generator, scale, tiling_config)
+    try:
+        save_module(module, temp_dir, model_name)
+        tf.io.gfile.rename(temp_dir, final_dir, overwrite=False)
+    finally:
+        if tf.io.gfile.exists(temp_dir):
+            tf.io.gfile.rmtree(temp_dir)
+    return final_dir
+
+
+def export_from_model_dir(model_dir, export_base, model_name, version=None,
+                          tiling_config=None):
+    """Loads the newest generator of a trainer model_dir (or a checkpoint prefix) and exports it.
+
+    Returns:
+      (export directory, checkpoint prefix that was exported)
+    """
+    generator, config, prefix = generator_store.load_generator(model_dir)
+    export_dir = export_generator(generator, config.scale, export_base, model_name, version,
+                                  tiling_config)
+    return export_dir, prefix

@@ -1,0 +1,88 @@
+"""The exported tf.Module: the generator behind two serving signatures (serving.signatures).
+
+  serving_default  image_bytes string [-1] (PNG/JPEG/BMP/GIF, 1/3/4 channels) -> sr_image_bytes PNG
+  upscale_uint8    lr_image uint8 [-1, -1, -1, 3]                            -> sr_image uint8
+
+Both run the generator through serving.tiling, so a large input is upscaled in bounded memory,
+and both reject an input over `max_input_pixels` with an InvalidArgument error that says so.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from serving import signatures, tiling
+from trainer import value_range
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingConfig:
+    """How the graph cuts large inputs.
+
+    Attributes:
+      tile_size: core side in LR pixels; inputs up to this size run in one piece.
+      overlap: LR pixels of context around every core (>= the generator's receptive-field
+        radius gives exactly the untiled output; 16 is within 1/255 for the paper generator).
+      max_input_pixels: per-image H*W limit; larger inputs are rejected.
+    """
+    tile_size: int = 128
+    overlap: int = 16
+    max_input_pixels: int = 2048 * 2048
+
+    def __post_init__(self):
+        if self.tile_size < 1 or self.overlap < 0 or self.max_input_pixels < 1:
+            raise ValueError(f"Invalid tiling configuration: {self}.")
+
+
+class SuperResolutionModule(tf.Module):
+    """Holds the generator and exposes the serving signatures."""
+
+    def __init__(self, generator, scale, tiling_config: TilingConfig):
+        super().__init__(name="super_resolution")
+        self.generator = generator
+        self._scale = scale
+        self._tiling = tiling_config
+
+    def _generate_uint8(self, lr_uint8):
+        sr = self.generator(value_range.lr_from_uint8(lr_uint8), training=False)
+        return value_range.hr_to_uint8(sr)
+
+    def _check_size(self, images):
+        shape = tf.shape(images, out_type=tf.int64)
+        limit = self._tiling.max_input_pixels
+        return tf.debugging.assert_less_equal(
+            shape[1] * shape[2], tf.constant(limit, tf.int64),
+            message=f"Input image is over the pixel limit: height * width must be at most "
+                    f"max_input_pixels={limit}. Downscale it, or export with a larger "
+                    f"--max_input_pixels.")
+
+    def upscale(self, lr_uint8):
+        """uint8 [N, H, W, 3] -> uint8 [N, H*s, W*s, 3], tiled, size-checked."""
+        with tf.control_dependencies([self._check_size(lr_uint8)]):
+            lr_uint8 = tf.identity(lr_uint8)
+        sr = tiling.tiled_upscale(self._generate_uint8, lr_uint8, self._scale,
+                                  self._tiling.tile_size, self._tiling.overlap)
+        sr.set_shape([lr_uint8.shape[0], None, None, 3])
+        return sr
+
+    def _upscale_encoded(self, image_bytes):
+        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8,
+                                   expand_animations=False)
+        sr = self.upscale(image[tf.newaxis])[0]
+        return tf.io.encode_png(sr)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=signatures.BYTES_INPUT)])
+    def serve_bytes(self, image_bytes):
+        sr_png = tf.map_fn(self._upscale_encoded, image_bytes,
+                           fn_output_signature=tf.TensorSpec([], tf.string))
+        return {signatures.BYTES_OUTPUT: sr_png}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name=signatures.TENSOR_INPUT)])
+    def serve_uint8(self, lr_image):
+        return {signatures.TENSOR_OUTPUT: self.upscale(lr_image)}
+
+    def signature_functions(self):
+        return {signatures.BYTES_SIGNATURE: self.serve_bytes.get_concrete_function(),
+                signatures.TENSOR_SIGNATURE: self.serve_uint8.get_concrete_function()}
