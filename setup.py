@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "absl-py>=2",
     "grpcio>=1.60",
+    # tf.summary.scalar/image need it (TF 2.21 no longer depends on it); also the viewer.
+    "tensorboard==2.21.*",
 ]
 
 setuptools.setup(
