@@ -1,0 +1,222 @@
+"""The data_prep job as a library: build the Beam pipeline, run it, write the manifest last.
+
+Counting rule (keeps `num_inputs == sum(num_examples) + num_rejected` true): a candidate is a
+matched pair, each file that pairs with nothing, each file of a duplicate key, and each name the
+key regex rejects. A rejected candidate is one dead-letter line. An accepted pair is one
+candidate per example it yields: one, or one per tile with `hr_crop_size` (the summary line
+also reports the number of source pairs).
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+
+from data_prep import images, schema, transforms
+
+_STATS_NAME = "_job_stats.jsonl"
+_STALE_PATTERNS = ("train-*", "validation-*", f"{schema.REJECTED_PREFIX}-*", "beam-temp-*",
+                   _STATS_NAME)
+
+
+class JobInputError(ValueError):
+    """A user error found before the pipeline starts (bad glob, existing output, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """Everything the job needs besides the Beam pipeline options.
+
+    Attributes:
+      hr_glob: HR images (local path or any Beam FileSystems URL, e.g. gs://).
+      output_dir: where shards, dead letters and manifest.json go.
+      pair: decoding / validation / tiling rules.
+      lr_glob: LR images; None synthesises LR from HR.
+      hr_key_regex / lr_key_regex: regex with a group `key` for other file layouts.
+      val_fraction: share of source keys (by stable hash) in the validation split.
+      num_shards: shards per split; None derives it from `shard_size_mb`.
+      shard_size_mb: target shard size when `num_shards` is None.
+      compressed: GZIP shards.
+      overwrite: replace an existing dataset in `output_dir`.
+    """
+
+    hr_glob: str
+    output_dir: str
+    pair: images.PairConfig
+    lr_glob: str | None = None
+    hr_key_regex: str | None = None
+    lr_key_regex: str | None = None
+    val_fraction: float = 0.1
+    num_shards: int | None = None
+    shard_size_mb: float = 128.0
+    compressed: bool = False
+    overwrite: bool = False
+
+    def splits(self):
+        return schema.SPLITS if self.val_fraction > 0 else (schema.TRAIN,)
+
+
+def _join(name, output_dir):
+    return FileSystems.join(output_dir, name)
+
+
+def prepare_output_dir(output_dir, overwrite):
+    """Refuses a finished dataset unless `overwrite`; then deletes manifest first, then shards."""
+    manifest = schema.manifest_path(output_dir)
+    if FileSystems.exists(manifest):
+        if not overwrite:
+            raise JobInputError(f"{output_dir} already holds a dataset ({manifest}); pass "
+                                "--overwrite to replace it.")
+        FileSystems.delete([manifest])  # First: a half-deleted directory must look incomplete.
+    patterns = [_join(p, output_dir) for p in _STALE_PATTERNS]
+    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+
+
+def input_bytes(glob, required):
+    """Total size of the files `glob` matches; raises JobInputError if required and none."""
+    metadata = FileSystems.match([glob])[0].metadata_list
+    if required and not metadata:
+        raise JobInputError(f"no files match {glob!r}")
+    return sum(m.size_in_bytes for m in metadata)
+
+
+def shards_per_split(config, total_bytes):
+    """Shard count per split: --num_shards, or from the input size (PNG pass-through ~ 1:1)."""
+    shares = {schema.TRAIN: 1.0 - config.val_fraction, schema.VALIDATION: config.val_fraction}
+    if config.num_shards:
+        return {split: config.num_shards for split in config.splits()}
+    target = config.shard_size_mb * 2**20
+    return {split: max(1, math.ceil(total_bytes * shares[split] / target))
+            for split in config.splits()}
+
+
+class _SplitStatsFn(beam.CombineFn):
+    """(count, min LR height, min LR width, source pairs) of one split's records."""
+
+    def create_accumulator(self):
+        return 0, math.inf, math.inf, 0
+
+    def add_input(self, acc, element):
+        key, record = element
+        first = record.key == key or record.key == images.tile_key(key, 0, 0)
+        return (acc[0] + 1, min(acc[1], record.lr_height), min(acc[2], record.lr_width),
+                acc[3] + int(first))
+
+    def merge_accumulators(self, accumulators):
+        count, height, width, pairs = self.create_accumulator()
+        for acc in accumulators:
+            count, height, width, pairs = (count + acc[0], min(height, acc[1]),
+                                           min(width, acc[2]), pairs + acc[3])
+        return count, height, width, pairs
+
+    def extract_output(self, acc):
+        finite = acc[0] > 0
+        return {"num_examples": acc[0], "min_lr_height": int(acc[1]) if finite else 0,
+                "min_lr_width": int(acc[2]) if finite else 0, "num_source_pairs": acc[3]}
+
+
+def build(pipeline, config, num_shards):
+    """Adds the whole job to `pipeline`; `num_shards` maps split -> shard count."""
+    paths = {transforms.HR: pipeline | "MatchHR" >> _match(config.hr_glob)}
+    if config.lr_glob:
+        paths[transforms.LR] = pipeline | "MatchLR" >> _match(config.lr_glob)
+    pairs, unpaired = paths | "MatchPairs" >> transforms.MatchPairs(
+        config.pair.scale, config.hr_key_regex, config.lr_key_regex)
+    records, invalid = pairs | "DecodeAndValidate" >> transforms.DecodeAndValidate(config.pair)
+    by_split = records | "SplitByKey" >> beam.Partition(
+        lambda kv, _: schema.SPLITS.index(transforms.split_of(kv[0], config.val_fraction)), 2)
+    rejected = (unpaired, invalid) | "MergeRejected" >> beam.Flatten()
+    rejected | "WriteRejected" >> transforms.WriteDeadLetters(config.output_dir)
+    stats = [rejected | "CountRejected" >> beam.combiners.Count.Globally()
+             | "RejectedJson" >> beam.Map(lambda n: {"split": None, "num_rejected": n})]
+    for split in config.splits():
+        split_records = by_split[schema.SPLITS.index(split)]
+        (split_records | f"Drop{split.title()}Keys" >> beam.Values()
+         | f"ToExample{split.title()}" >> transforms.ToExample(split)
+         | f"Write{split.title()}" >> transforms.WriteShards(
+             config.output_dir, split, num_shards[split], config.compressed))
+        stats.append(split_records | f"Stats{split.title()}" >> beam.CombineGlobally(
+            _SplitStatsFn()) | f"Label{split.title()}" >> beam.Map(
+                lambda s, name=split: {**s, "split": name}))
+    (stats | "MergeStats" >> beam.Flatten() | "StatsJson" >> beam.Map(json.dumps)
+     | "WriteStats" >> beam.io.WriteToText(_join(_STATS_NAME, config.output_dir),
+                                           num_shards=1, shard_name_template=""))
+
+
+def _match(glob):
+    return fileio.MatchFiles(glob) | "Paths" >> beam.Map(lambda m: m.path)
+
+
+def _read_stats(output_dir):
+    path = _join(_STATS_NAME, output_dir)
+    with FileSystems.open(path) as f:
+        lines = [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
+    FileSystems.delete([path])
+    return {line["split"]: line for line in lines}
+
+
+def _write_atomically(path, text):
+    temp = f"{path}.tmp-{os.getpid()}"
+    with FileSystems.create(temp) as f:
+        f.write(text.encode("utf-8"))
+    FileSystems.rename([temp], [path])
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    manifest: schema.Manifest
+    num_source_pairs: int  # accepted source pairs (== examples unless tiled)
+
+
+def run(config: JobConfig, options, args=None) -> JobResult:
+    """Runs the job to completion and writes manifest.json last.
+
+    Args:
+      config: the job's own settings.
+      options: Beam PipelineOptions (runner, workers, cloud settings).
+      args: the run's arguments, recorded in the manifest.
+
+    Raises:
+      JobInputError: nothing matches --hr_glob, or the output exists without `overwrite`.
+    """
+    total = input_bytes(config.hr_glob, required=True)
+    if config.lr_glob:
+        total += input_bytes(config.lr_glob, required=True)
+    prepare_output_dir(config.output_dir, config.overwrite)
+    num_shards = shards_per_split(config, total)
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, config, num_shards)
+    stats = _read_stats(config.output_dir)
+    splits = {
+        split: schema.SplitInfo(
+            num_examples=stats[split]["num_examples"],
+            files=tuple(schema.shard_name(split, i, num_shards[split], config.compressed)
+                        for i in range(num_shards[split])),
+            min_lr_height=stats[split]["min_lr_height"],
+            min_lr_width=stats[split]["min_lr_width"])
+        for split in config.splits()}
+    num_rejected = stats[None]["num_rejected"]
+    manifest = schema.Manifest(
+        scale=config.pair.scale, compressed=config.compressed,
+        num_inputs=sum(s.num_examples for s in splits.values()) + num_rejected,
+        num_rejected=num_rejected, splits=splits,
+        rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",), args=args or {})
+    _write_atomically(schema.manifest_path(config.output_dir), manifest.to_json())
+    pairs = sum(stats[split]["num_source_pairs"] for split in config.splits())
+    return JobResult(manifest=manifest, num_source_pairs=pairs)
+
+
+def summary_line(result: JobResult, output_dir):
+    """One line saying where every input went."""
+    m = result.manifest
+    splits = " + ".join(f"{info.num_examples} {name}" for name, info in m.splits.items())
+    return (f"data_prep: {m.num_inputs} inputs -> {splits} examples "
+            f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
+            f"(see {m.rejected_files[0]}); manifest: {schema.manifest_path(output_dir)}")
