@@ -1,0 +1,181 @@
+"""Loads the newest SavedModel version of one model and runs its signatures (TF Serving semantics).
+
+Like tensorflow_model_server's default "latest" version policy, the newest integer version under
+the model base path is served, a newer one is picked up by polling, and requests name an error
+with a TF Serving status code (INVALID_ARGUMENT, NOT_FOUND) rather than raising raw TF errors.
+"""
+
+import logging
+import posixpath
+import re
+import threading
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import export_lib, signatures
+
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+NOT_FOUND = "NOT_FOUND"
+INTERNAL = "INTERNAL"
+
+
+class RequestError(Exception):
+    """A request the server answers with an error status; `code` is a TF Serving status name."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ModelManager:
+    """Serves the newest version of `model_name` found under `model_base_path`."""
+
+    def __init__(self, model_base_path, model_name, poll_seconds=1.0, warmup=True):
+        self.model_base_path = model_base_path
+        self.model_name = model_name
+        self._poll_seconds = poll_seconds
+        self._warmup = warmup
+        self._lock = threading.Lock()
+        self._version = None
+        self._model = None
+        self._stop = threading.Event()
+        self._poller = None
+
+    @property
+    def version(self):
+        return self._version
+
+    def load_newest(self):
+        """Loads the newest version if newer than the served one; returns the served version."""
+        versions = export_lib.list_versions(self.model_base_path)
+        if not versions or versions[-1] == self._version:
+            return self._version
+        version = versions[-1]
+        export_dir = posixpath.join(self.model_base_path, str(version))
+        model = tf.saved_model.load(export_dir)
+        if self._warmup:
+            self._run_warmup(model, export_dir)
+        with self._lock:
+            self._version, self._model = version, model
+        logging.info("Serving %s version %d from %s", self.model_name, version, export_dir)
+        return version
+
+    def _run_warmup(self, model, export_dir):
+        path = posixpath.join(export_dir, signatures.WARMUP_FILE)
+        if not tf.io.gfile.exists(path):
+            return
+        for record in tf.data.TFRecordDataset(path):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            _run_signature(model, request.model_spec.signature_name or
+                           signatures.BYTES_SIGNATURE, inputs)
+
+    def start_polling(self):
+        """Polls for newer versions in a daemon thread until stop()."""
+        self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
+        self._poller.start()
+
+    def _poll(self):
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                self.load_newest()
+            except Exception:  # A broken new version must not take down the one being served.
+                logging.exception("Could not load a new version of %s", self.model_name)
+
+    def stop(self):
+        self._stop.set()
+        if self._poller:
+            self._poller.join()
+
+    def status(self, model_name, version=None):
+        """TF Serving's GetModelStatus answer as a dict (the REST GET /v1/models/<name> body)."""
+        served = self._resolve(model_name, version)[0]
+        return {"model_version_status": [{
+            "version": str(served), "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def _resolve(self, model_name, version):
+        with self._lock:
+            served, model = self._version, self._model
+        if model_name != self.model_name:
+            raise RequestError(NOT_FOUND, f"Servable not found for request: Latest({model_name})")
+        if model is None:
+            raise RequestError(NOT_FOUND, f"No version of {model_name} is loaded yet (none under "
+                                          f"{self.model_base_path}).")
+        if version is not None and int(version) != served:
+            raise RequestError(NOT_FOUND, f"Servable not found for request: "
+                                          f"Specific({model_name}, {version}); serving {served}.")
+        return served, model
+
+    def input_names(self, model_name, version, signature_name):
+        """Sorted input names of a signature (None or "" means serving_default)."""
+        model = self._resolve(model_name, version)[1]
+        return sorted(input_specs(model, signature_name or signatures.BYTES_SIGNATURE))
+
+    def predict(self, model_name, version, signature_name, inputs):
+        """Runs a signature.
+
+        Args:
+          model_name: must be this manager's model.
+          version: None (newest) or the integer version.
+          signature_name: None or "" means serving_default.
+          inputs: input name -> numpy array (strings as object arrays of bytes).
+
+        Returns:
+          (served version, {output name: numpy array})
+
+        Raises:
+          RequestError: unknown model/version/signature, bad inputs, or a graph error.
+        """
+        served, model = self._resolve(model_name, version)
+        signature_name = signature_name or signatures.BYTES_SIGNATURE
+        return served, _run_signature(model, signature_name, inputs)
+
+
+def input_specs(model, signature_name):
+    if signature_name not in model.signatures:
+        raise RequestError(INVALID_ARGUMENT, f"Serving signature name: \"{signature_name}\" not "
+                                             f"found in signature def; available: "
+                                             f"{sorted(model.signatures.keys())}")
+    return model.signatures[signature_name].structured_input_signature[1]
+
+
+def _to_tensor(name, value, spec):
+    try:
+        array = np.asarray(value, dtype=object if spec.dtype == tf.string else
+                           spec.dtype.as_numpy_dtype)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise RequestError(INVALID_ARGUMENT, f"Input '{name}' cannot be read as "
+                                             f"{spec.dtype.name}: {e}") from None
+    if not spec.shape.is_compatible_with(array.shape):
+        raise RequestError(INVALID_ARGUMENT, f"Input '{name}' has shape {list(array.shape)}; "
+                                             f"the signature expects {spec.shape}.")
+    return tf.constant(array, dtype=spec.dtype)
+
+
+def _run_signature(model, signature_name, inputs):
+    specs = input_specs(model, signature_name)
+    if set(inputs) != set(specs):
+        raise RequestError(INVALID_ARGUMENT, f"Signature {signature_name} takes inputs "
+                                             f"{sorted(specs)}, got {sorted(inputs)}.")
+    tensors = {name: _to_tensor(name, inputs[name], specs[name]) for name in specs}
+    try:
+        outputs = model.signatures[signature_name](**tensors)
+    except tf.errors.InvalidArgumentError as e:
+        raise RequestError(INVALID_ARGUMENT, _short_message(e)) from None
+    except tf.errors.OpError as e:
+        raise RequestError(INTERNAL, _short_message(e)) from None
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _short_message(error):
+    """The line of a graph error that names the problem (not the node trace around it)."""
+    lines = [line for line in error.message.split("\n") if line.strip()]
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("[[") and i > 0:
+            return lines[i - 1].strip()
+    return re.sub(r"\s*\[Op:\S+\]$", "", lines[-1].strip()) if lines else str(error)
