@@ -1,0 +1,167 @@
+"""The evaluator end to end: pair folders, a trainer checkpoint through the CLI, a SavedModel,
+and the trainer's validation hook."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from serving import signatures
+from tests import fixtures
+from trainer import evaluation, generator_store, input_pipeline, metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCALE = 4
+
+
+@pytest.fixture(name="pairs_dir")
+def _pairs_dir(tmp_path):
+    """Three x4 pairs (one grayscale) and one HR without an LR partner."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(48, 64), (64, 48), (56, 56)]):
+        hr = fixtures.make_image(h, w, seed=i)
+        mode = "L" if i == 2 else "RGB"
+        Image.fromarray(hr).convert(mode).save(folder / f"img_{i:03d}_SRF_4_HR.png")
+        Image.fromarray(fixtures.downscale(hr, SCALE)).convert(mode).save(
+            folder / f"img_{i:03d}_SRF_4_LR.png")
+    Image.fromarray(fixtures.make_image(32, 32)).save(folder / "lonely_HR.png")
+    return str(folder)
+
+
+def _bicubic_generator_checkpoint(model_dir):
+    """A tiny generator whose learned branch is zeroed: its output is exactly bicubic."""
+    config = generator_store.GeneratorConfig(num_blocks=1, channels=8, bicubic_skip=True)
+    generator = generator_store.build_generator(config)
+    last_conv = [layer for layer in generator.layers
+                 if isinstance(layer, tf.keras.layers.Conv2D) and layer.filters == 3][-1]
+    for variable in last_conv.weights:
+        variable.assign(tf.zeros_like(variable))
+    generator_store.write_config(model_dir, config)
+    checkpoint = tf.train.Checkpoint(generator=generator)
+    manager = tf.train.CheckpointManager(
+        checkpoint, generator_store.phase_dir(model_dir, generator_store.PRETRAIN), max_to_keep=1)
+    return manager.save()
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "trainer.evaluate", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_cli_evaluates_a_checkpoint_and_writes_json(tmp_path, pairs_dir):
+    model_dir = str(tmp_path / "model")
+    _bicubic_generator_checkpoint(model_dir)
+    output = str(tmp_path / "result.json")
+
+    run = _run_cli(f"--pairs_dir={pairs_dir}", f"--checkpoint={model_dir}",
+                   f"--output_json={output}")
+
+    assert run.returncode == 0, run.stderr
+    assert "mean" in run.stdout and "img_002" in run.stdout
+    with open(output) as f:
+        result = json.load(f)
+    assert [image["key"] for image in result["images"]] == ["img_000", "img_001", "img_002"]
+    assert [s["key"] for s in result["skipped"]] == ["lonely"]
+    # The zeroed generator is bicubic in the HR range: identical numbers prove the value-range
+    # round trip (uint8 -> LR [0, 1] -> HR [-1, 1] -> uint8) of the checkpoint path.
+    assert result["model"]["psnr"] == pytest.approx(result["bicubic"]["psnr"], abs=0.05)
+    assert result["model"]["ssim"] == pytest.approx(result["bicubic"]["ssim"], abs=1e-3)
+    assert np.isfinite(result["bicubic"]["psnr"])
+
+
+def test_cli_rejects_bad_input_without_a_traceback(tmp_path, pairs_dir):
+    run = _run_cli(f"--pairs_dir={pairs_dir}", f"--checkpoint={tmp_path / 'missing'}")
+    assert run.returncode != 0
+    assert "No generator checkpoint under" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_checkpoint_prefix_and_random_generator(tmp_path, pairs_dir):
+    config = generator_store.GeneratorConfig(num_blocks=1, channels=8)
+    generator = generator_store.build_generator(config)
+    model_dir = str(tmp_path / "model")
+    generator_store.write_config(model_dir, config)
+    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator),
+                                        os.path.join(model_dir, "gan"), max_to_keep=1).save()
+    upscale, scale = evaluation.checkpoint_upscaler(prefix)
+    found = evaluation.list_pairs(pairs_dir, SCALE)
+
+    report = evaluation.evaluate_pairs(upscale, found.pairs, scale, found.rejected)
+
+    assert len(report.images) == 3
+    # Same weights, same numbers: the restored checkpoint is the saved generator.
+    direct = evaluation.generator_upscaler(generator)
+    key, hr_path, lr_path = found.pairs[0]
+    lr = evaluation.load_rgb(lr_path)
+    expected = metrics.psnr_ssim_y(direct(lr), evaluation.load_rgb(hr_path), SCALE)
+    assert (report.images[0].psnr, report.images[0].ssim) == pytest.approx(expected)
+
+
+class _BicubicExport(tf.Module):
+    """Stands in for serving's export: the upscale_uint8 signature with the agreed names."""
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name=signatures.TENSOR_INPUT)])
+    def upscale(self, lr_image):
+        return {signatures.TENSOR_OUTPUT: evaluation.bicubic_upscale_uint8(lr_image, SCALE)}
+
+
+def test_saved_model_signature_is_evaluated(tmp_path, pairs_dir):
+    export_dir = str(tmp_path / "export" / "1")
+    module = _BicubicExport()
+    tf.saved_model.save(module, export_dir, signatures={
+        signatures.TENSOR_SIGNATURE: module.upscale.get_concrete_function()})
+    found = evaluation.list_pairs(pairs_dir, SCALE)
+
+    report = evaluation.evaluate_pairs(evaluation.saved_model_upscaler(export_dir), found.pairs,
+                                       SCALE, found.rejected)
+
+    for image in report.images:
+        assert (image.psnr, image.ssim) == (image.bicubic_psnr, image.bicubic_ssim)
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        evaluation.saved_model_upscaler(str(tmp_path))
+
+
+def test_wrong_scale_pairs_are_reported_not_dropped(tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    hr = fixtures.make_image(64, 64)
+    Image.fromarray(hr).save(folder / "a_HR.png")
+    Image.fromarray(fixtures.downscale(hr, 2)).save(folder / "a_LR.png")
+    Image.fromarray(hr).save(folder / "b_HR.png")
+    Image.fromarray(fixtures.downscale(hr, 4)).save(folder / "b_LR.png")
+    found = evaluation.list_pairs(str(folder), SCALE)
+
+    report = evaluation.evaluate_pairs(None, found.pairs, SCALE, found.rejected)
+
+    assert [image.key for image in report.images] == ["b"]
+    assert report.means()["model"] is None
+    [(path, key, reason)] = report.skipped
+    assert key == "a" and "not a x4 pair" in reason
+
+
+@pytest.mark.parametrize("hr_crop_size,batch_size", [(None, 1), (32, 2)])
+def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, batch_size):
+    images = [(f"k{i}", fixtures.make_image(48, 48, seed=i)) for i in range(3)]
+    data_dir = str(tmp_path / "data")
+    fixtures.write_dataset(data_dir, {"train": images[:1], "validation": images}, scale=SCALE)
+    dataset = input_pipeline.make_validation_dataset(data_dir, hr_crop_size=hr_crop_size,
+                                                     batch_size=batch_size)
+    generator = generator_store.build_generator(
+        generator_store.GeneratorConfig(num_blocks=1, channels=8))
+
+    result = evaluation.evaluate_validation(generator, dataset, SCALE)
+
+    assert set(result) == {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}
+    assert all(np.isfinite(v) for v in result.values())
+    if hr_crop_size is None:  # full images: bicubic must match the pair-folder evaluator
+        expected = np.mean([evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE),
+                                                   SCALE).bicubic_psnr for key, hr in images])
+        assert result["bicubic_psnr"] == pytest.approx(expected)

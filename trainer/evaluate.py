@@ -1,0 +1,97 @@
+r"""PSNR/SSIM (Y channel, BT.601) of a generator next to bicubic, on a folder of LR/HR pairs.
+
+  python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --checkpoint=/tmp/srgan_model
+  python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --saved_model=/tmp/export/1 \
+      --output_json=/tmp/set5.json
+  python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --bicubic_only
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+from absl import app, flags
+
+from trainer import evaluation
+
+_PAIRS_DIR = flags.DEFINE_string("pairs_dir", None, "Folder of HR and LR images (e.g. "
+                                 "img_001_SRF_4_HR.png / img_001_SRF_4_LR.png, or DIV2K 0001.png "
+                                 "/ 0001x4.png).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A trainer --model_dir (its newest "
+                                  "generator: gan, else pretrain) or a checkpoint prefix.")
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (uses "
+                                   "its uint8 tensor signature).")
+_BICUBIC_ONLY = flags.DEFINE_bool("bicubic_only", False, "Measure the bicubic baseline only.")
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results to this file.")
+_SCALE = flags.DEFINE_integer("scale", 4, "Scale factor of the pairs (a checkpoint's own scale "
+                              "must agree).")
+_HR_REGEX = flags.DEFINE_string("hr_regex", None, "Regex with a (?P<key>...) group for HR names.")
+_LR_REGEX = flags.DEFINE_string("lr_regex", None, "Regex with a (?P<key>...) group for LR names; "
+                                "the files it matches are the LR images.")
+
+
+def _upscaler():
+    """The upscale function the flags ask for (None: bicubic only)."""
+    chosen = [f for f in (_CHECKPOINT, _SAVED_MODEL) if f.value]
+    if _BICUBIC_ONLY.value:
+        if chosen:
+            raise ValueError("--bicubic_only takes no --checkpoint or --saved_model.")
+        return None
+    if len(chosen) != 1:
+        raise ValueError("Pass exactly one of --checkpoint or --saved_model (or --bicubic_only).")
+    if _SAVED_MODEL.value:
+        return evaluation.saved_model_upscaler(_SAVED_MODEL.value)
+    upscale, scale = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
+    if scale != _SCALE.value:
+        raise ValueError(f"The checkpoint's generator upscales x{scale}, "
+                         f"but --scale={_SCALE.value}.")
+    return upscale
+
+
+def format_report(report):
+    """The per-image table and the means, model next to bicubic."""
+    means = report.means()
+    has_model = means["model"] is not None
+    header = f"{'image':<24} {'bicubic PSNR':>12} {'SSIM':>7}"
+    header += f" {'model PSNR':>11} {'SSIM':>7}" if has_model else ""
+    lines = [header]
+    for r in report.images:
+        line = f"{r.key:<24} {r.bicubic_psnr:12.2f} {r.bicubic_ssim:7.4f}"
+        line += f" {r.psnr:11.2f} {r.ssim:7.4f}" if has_model else ""
+        lines.append(line)
+    bicubic = means["bicubic"]
+    line = f"{'mean':<24} {bicubic['psnr']:12.2f} {bicubic['ssim']:7.4f}"
+    if has_model:
+        line += f" {means['model']['psnr']:11.2f} {means['model']['ssim']:7.4f}"
+    lines.append(line)
+    for path, key, reason in report.skipped:
+        lines.append(f"skipped {path} (key {key}): {reason}")
+    return "\n".join(lines)
+
+
+def _write_json(path, report):
+    # PSNR of a perfect reconstruction is inf; json writes it as Infinity (Python reads it back).
+    with open(path, "w") as f:
+        json.dump(report.to_dict(), f, indent=2, allow_nan=True)
+        f.write("\n")
+
+
+def main(argv):
+    del argv
+    try:
+        upscale_fn = _upscaler()
+        found = evaluation.list_pairs(_PAIRS_DIR.value, _SCALE.value, _HR_REGEX.value,
+                                      _LR_REGEX.value)
+        report = evaluation.evaluate_pairs(upscale_fn, found.pairs, _SCALE.value, found.rejected)
+    # Expected user errors (bad paths, wrong model, no pairs) end in one line, not a traceback.
+    except (ValueError, OSError, AssertionError, tf.errors.OpError) as e:
+        sys.exit(f"error: {e}")
+    print(format_report(report))
+    if _OUTPUT_JSON.value:
+        _write_json(_OUTPUT_JSON.value, report)
+        print(f"wrote {_OUTPUT_JSON.value}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("pairs_dir")
+    app.run(main)
