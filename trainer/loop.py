@@ -14,8 +14,15 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import (evaluation, generator_store, input_pipeline, losses, reporting, steps,
-                     train_state)
+from trainer import (
+    evaluation,
+    generator_store,
+    input_pipeline,
+    losses,
+    reporting,
+    steps,
+    train_state,
+)
 from trainer import strategy as strategy_lib
 
 
@@ -197,7 +204,7 @@ class Controller:
 
     def _on_sigterm(self, signum, frame):
         del signum, frame
-        logging.warning("SIGTERM: saving a checkpoint at the end of the current loop, then exiting.")
+        logging.warning("SIGTERM: saving a checkpoint after the current loop, then exiting.")
         self._stop_requested = True
 
     # -- the loop -----------------------------------------------------------------------------
