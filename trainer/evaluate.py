@@ -4,6 +4,10 @@ r"""PSNR/SSIM (Y channel, BT.601) of a generator next to bicubic, on a folder of
   python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --saved_model=/tmp/export/1 \
       --output_json=/tmp/set5.json
   python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --bicubic_only
+  python -m trainer.evaluate --data_dir=/tmp/srgan_data --split=validation --checkpoint=...
+
+Exactly one source of images: --pairs_dir (a folder of LR/HR files) or --data_dir (a data_prep
+dataset; --split picks the split, full images).
 """
 
 import json
@@ -17,17 +21,30 @@ from trainer import evaluation
 _PAIRS_DIR = flags.DEFINE_string("pairs_dir", None, "Folder of HR and LR images (e.g. "
                                  "img_001_SRF_4_HR.png / img_001_SRF_4_LR.png, or DIV2K 0001.png "
                                  "/ 0001x4.png).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "A data_prep dataset directory (instead of "
+                                "--pairs_dir).")
+_SPLIT = flags.DEFINE_string("split", "validation", "The --data_dir split to evaluate.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A trainer --model_dir (its newest "
                                   "generator: gan, else pretrain) or a checkpoint prefix.")
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (uses "
                                    "its uint8 tensor signature).")
 _BICUBIC_ONLY = flags.DEFINE_bool("bicubic_only", False, "Measure the bicubic baseline only.")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results to this file.")
-_SCALE = flags.DEFINE_integer("scale", 4, "Scale factor of the pairs (a checkpoint's own scale "
-                              "must agree).")
+_SCALE = flags.DEFINE_integer("scale", 4, "Scale factor of --pairs_dir (a checkpoint's own scale "
+                              "must agree; --data_dir has its own).")
 _HR_REGEX = flags.DEFINE_string("hr_regex", None, "Regex with a (?P<key>...) group for HR names.")
 _LR_REGEX = flags.DEFINE_string("lr_regex", None, "Regex with a (?P<key>...) group for LR names; "
                                 "the files it matches are the LR images.")
+
+
+def _evaluate(upscale_fn):
+    """The Report of the image source the flags name."""
+    if bool(_PAIRS_DIR.value) == bool(_DATA_DIR.value):
+        raise ValueError("Pass exactly one of --pairs_dir or --data_dir.")
+    if _DATA_DIR.value:
+        return evaluation.evaluate_dataset(upscale_fn, _DATA_DIR.value, _SPLIT.value)
+    found = evaluation.list_pairs(_PAIRS_DIR.value, _SCALE.value, _HR_REGEX.value, _LR_REGEX.value)
+    return evaluation.evaluate_pairs(upscale_fn, found.pairs, _SCALE.value, found.rejected)
 
 
 def _upscaler():
@@ -42,7 +59,7 @@ def _upscaler():
     if _SAVED_MODEL.value:
         return evaluation.saved_model_upscaler(_SAVED_MODEL.value)
     upscale, scale = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
-    if scale != _SCALE.value:
+    if _PAIRS_DIR.value and scale != _SCALE.value:
         raise ValueError(f"The checkpoint's generator upscales x{scale}, "
                          f"but --scale={_SCALE.value}.")
     return upscale
@@ -79,10 +96,7 @@ def _write_json(path, report):
 def main(argv):
     del argv
     try:
-        upscale_fn = _upscaler()
-        found = evaluation.list_pairs(_PAIRS_DIR.value, _SCALE.value, _HR_REGEX.value,
-                                      _LR_REGEX.value)
-        report = evaluation.evaluate_pairs(upscale_fn, found.pairs, _SCALE.value, found.rejected)
+        report = _evaluate(_upscaler())
     # Expected user errors (bad paths, wrong model, no pairs) end in one line, not a traceback.
     except (ValueError, OSError, AssertionError, tf.errors.OpError) as e:
         sys.exit(f"error: {e}")
@@ -93,5 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("pairs_dir")
     app.run(main)

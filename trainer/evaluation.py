@@ -16,7 +16,7 @@ from PIL import Image
 
 from data_prep import pairing
 from serving import signatures
-from trainer import generator_store, metrics, value_range
+from trainer import generator_store, input_pipeline, metrics, value_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -173,6 +173,29 @@ def evaluate_pairs(upscale_fn, pairs, scale, skipped=()) -> Report:
     return Report(images=results, skipped=skipped)
 
 
+def _uint8_examples(dataset):
+    """(key, hr uint8, lr uint8) of every example of a make_validation_dataset() dataset."""
+    for batch in dataset:
+        # Validation data was decoded from uint8, so these conversions are exact.
+        lr = tf.cast(tf.round(batch["lr"] * 255.0), tf.uint8).numpy()
+        hr = value_range.hr_to_uint8(batch["hr"]).numpy()
+        for i, key in enumerate(batch["key"].numpy()):
+            yield key.decode(), hr[i], lr[i]
+
+
+def evaluate_dataset(upscale_fn, data_dir, split="validation") -> Report:
+    """evaluate_pairs on a split of a data_prep dataset (full images) instead of a folder."""
+    scale = input_pipeline.open_dataset(data_dir, split=split).scale
+    dataset = input_pipeline.make_validation_dataset(data_dir, split=split)
+    results = []
+    for key, hr, lr in _uint8_examples(dataset):
+        sr = None if upscale_fn is None else upscale_fn(lr)
+        results.append(score_image(key, hr, lr, scale, sr))
+    if not results:
+        raise ValueError(f"Split {split!r} of {data_dir} has no examples.")
+    return Report(images=results, skipped=[])
+
+
 def evaluate_validation(generator, dataset, scale):
     """Mean PSNR/SSIM of `generator` and of bicubic on a make_validation_dataset() dataset.
 
@@ -185,12 +208,11 @@ def evaluate_validation(generator, dataset, scale):
 
     results = []
     for batch in dataset:
+        # The whole batch goes through the generator at once; metrics are per image.
         sr = upscale(batch["lr"]).numpy()
-        # Validation data was decoded from uint8, so these conversions are exact.
-        lr = tf.cast(tf.round(batch["lr"] * 255.0), tf.uint8).numpy()
-        hr = value_range.hr_to_uint8(batch["hr"]).numpy()
-        for i, key in enumerate(batch["key"].numpy()):
-            results.append(score_image(key.decode(), hr[i], lr[i], scale, sr[i]))
+        examples = _uint8_examples([batch])
+        results.extend(score_image(key, hr, lr, scale, sr[i])
+                       for i, (key, hr, lr) in enumerate(examples))
     if not results:
         raise ValueError("The validation dataset is empty.")
     means = Report(images=results, skipped=[]).means()

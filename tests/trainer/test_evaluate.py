@@ -147,15 +147,20 @@ def test_wrong_scale_pairs_are_reported_not_dropped(tmp_path):
     assert key == "a" and "not a x4 pair" in reason
 
 
-@pytest.mark.parametrize("hr_crop_size,batch_size", [(None, 1), (32, 2)])
-def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, batch_size):
+@pytest.mark.parametrize("hr_crop_size,batch_size,mirrored", [(None, 1, False), (32, 2, True)])
+def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, batch_size,
+                                                      mirrored):
     images = [(f"k{i}", fixtures.make_image(48, 48, seed=i)) for i in range(3)]
     data_dir = str(tmp_path / "data")
     fixtures.write_dataset(data_dir, {"train": images[:1], "validation": images}, scale=SCALE)
     dataset = input_pipeline.make_validation_dataset(data_dir, hr_crop_size=hr_crop_size,
                                                      batch_size=batch_size)
-    generator = generator_store.build_generator(
-        generator_store.GeneratorConfig(num_blocks=1, channels=8))
+    # The trainer calls it between steps with a generator built under its strategy's scope.
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored
+                else tf.distribute.get_strategy())
+    with strategy.scope():
+        generator = generator_store.build_generator(
+            generator_store.GeneratorConfig(num_blocks=1, channels=8))
 
     result = evaluation.evaluate_validation(generator, dataset, SCALE)
 
@@ -165,3 +170,22 @@ def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, ba
         expected = np.mean([evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE),
                                                    SCALE).bicubic_psnr for key, hr in images])
         assert result["bicubic_psnr"] == pytest.approx(expected)
+
+
+def test_cli_evaluates_a_dataset_split(tmp_path):
+    images = [(f"k{i}", fixtures.make_image(40, 48, seed=i)) for i in range(2)]
+    data_dir = str(tmp_path / "data")
+    fixtures.write_dataset(data_dir, {"train": images[:1], "validation": images}, scale=SCALE)
+    output = str(tmp_path / "result.json")
+
+    run = _run_cli(f"--data_dir={data_dir}", "--split=validation", "--bicubic_only",
+                   f"--output_json={output}")
+
+    assert run.returncode == 0, run.stderr
+    with open(output) as f:
+        result = json.load(f)
+    assert [image["key"] for image in result["images"]] == ["k0", "k1"]
+    assert result["model"] is None
+    expected = np.mean([evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE),
+                                               SCALE).bicubic_psnr for key, hr in images])
+    assert result["bicubic"]["psnr"] == pytest.approx(expected)
