@@ -82,7 +82,6 @@ def main(argv):
         args = {holder.name: holder.value for holder in _OWN_FLAGS}
         result = pipeline.run(config, beam_options(beam_args), {**args, "beam_args": beam_args})
     except ValueError as e:  # JobInputError and bad flag combinations: user errors.
-        logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(pipeline.summary_line(result, config.output_dir))

@@ -1,0 +1,188 @@
+"""End to end: the job on synthetic images with every bad-input case, plus Set14_x4's real pairs.
+
+Shards are read back with tf.data + schema.parse_example and compared pixel for pixel with the
+sources. Most runs are in-process DirectRunner; one CLI run uses multi_processing like `make demo`.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+from apache_beam.options.pipeline_options import PipelineOptions
+from PIL import Image
+
+from data_prep import build_tfrecords, images, pipeline, schema
+from tests import fixtures
+from tests.data_prep import image_files
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+_SET14 = _REPO.parent / "shared" / "data" / "Set14_x4"
+_IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def _save(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _paired_inputs(root):
+    """HR/LR folders: 3 good DIV2K pairs, Set14 (if present), and one of each bad case."""
+    hr_dir, lr_dir = root / "hr", root / "lr"
+    for i in range(3):
+        hr = fixtures.make_image(64 + 4 * i, 80, seed=i)
+        _save(hr_dir / f"{i:04d}.png", fixtures.png_bytes(hr))
+        _save(lr_dir / f"{i:04d}x4.png", fixtures.png_bytes(fixtures.downscale(hr, 4)))
+    hr = fixtures.make_image(64, 64, seed=9)
+    lr_png = fixtures.png_bytes(fixtures.downscale(hr, 4))
+    bad = {  # key -> (HR bytes or None, LR bytes or None, reason words)
+        "b_empty": (b"", lr_png, "empty file"),
+        "b_trunc": (image_files.truncated_png(hr), lr_png, "truncated"),
+        "b_text": (b"<html>not an image</html>", lr_png, "not a readable image"),
+        "b_mismatch": (fixtures.png_bytes(hr), fixtures.png_bytes(hr[:20, :16]), "LR is 16x20"),
+        "b_hr_only": (fixtures.png_bytes(hr), None, "no LR partner"),
+        "b_lr_only": (None, lr_png, "no HR partner"),
+        "b_small": (fixtures.png_bytes(hr[:16, :16]), fixtures.png_bytes(hr[:4, :4]),
+                    "min_lr_size"),
+        "b_bomb": (image_files.bomb_png(), lr_png, "decompression bomb"),
+    }
+    for key, (hr_bytes, lr_bytes, _) in bad.items():
+        if hr_bytes is not None:
+            _save(hr_dir / f"{key}.png", hr_bytes)
+        if lr_bytes is not None:
+            _save(lr_dir / f"{key}x4.png", lr_bytes)
+    _save(hr_dir / "b_dup.png", fixtures.png_bytes(hr))  # duplicate key: .png and .jpg
+    _save(hr_dir / "b_dup.jpg", image_files.encoded(hr, fmt="JPEG"))
+    _save(lr_dir / "b_dupx4.png", lr_png)
+    if _SET14.is_dir():
+        for path in _SET14.glob("*_HR.png"):
+            shutil.copy(path, hr_dir / path.name)
+        for path in _SET14.glob("*_LR.png"):
+            shutil.copy(path, lr_dir / path.name)
+    return bad
+
+
+def _config(root, out, **kwargs):
+    pair = images.PairConfig(scale=4, min_lr_size=kwargs.pop("min_lr_size", 8),
+                             hr_crop_size=kwargs.pop("hr_crop_size", None))
+    return pipeline.JobConfig(output_dir=str(out), pair=pair, **{
+        "hr_glob": str(root / "hr" / "*"), "lr_glob": str(root / "lr" / "*"), **kwargs})
+
+
+def _read_split(out, manifest, split):
+    files = schema.split_files(str(out), manifest, split)
+    dataset = tf.data.TFRecordDataset(files, compression_type=schema.compression_type(
+        manifest.compressed)).map(schema.parse_example)
+    return {e["key"].numpy().decode(): e for e in dataset}
+
+
+def _rgb(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _rejected(out, manifest):
+    lines = []
+    for name in manifest.rejected_files:
+        lines += [json.loads(line) for line in (out / name).read_text().splitlines()]
+    return lines
+
+
+def test_paired_job_keeps_every_input_accounted_for(tmp_path):
+    bad = _paired_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    result = pipeline.run(_config(tmp_path / "in", out, val_fraction=0.3, num_shards=2,
+                                  compressed=True), PipelineOptions(_IN_PROCESS))
+    manifest = schema.read_manifest(str(out))
+    assert manifest == result.manifest
+    examples = {**_read_split(out, manifest, "train"), **_read_split(out, manifest, "validation")}
+    set14 = 14 if _SET14.is_dir() else 0
+    assert len(examples) == 3 + set14
+    rejected = _rejected(out, manifest)
+    by_key = {}
+    for line in rejected:
+        by_key.setdefault(line["key"], []).append(line["reason"])
+    for key, (_, _, words) in bad.items():
+        assert len(by_key[key]) == 1 and words in by_key[key][0], (key, by_key[key])
+    assert by_key["b_dup"] == ["duplicate key: 2 HR and 1 LR files share it"] * 3
+    assert manifest.num_rejected == len(rejected) == len(bad) + 3
+    for split, info in manifest.splits.items():
+        assert info.num_examples == len(_read_split(out, manifest, split))
+    assert manifest.num_inputs == sum(
+        s.num_examples for s in manifest.splits.values()) + manifest.num_rejected
+    for key, example in examples.items():  # pixels equal the sources (Set14 003 is grayscale)
+        if key.startswith("img_"):
+            hr_path = tmp_path / "in" / "hr" / f"{key}_SRF_4_HR.png"
+            lr_path = tmp_path / "in" / "lr" / f"{key}_SRF_4_LR.png"
+        else:
+            hr_path, lr_path = (tmp_path / "in" / "hr" / f"{key}.png",
+                                tmp_path / "in" / "lr" / f"{key}x4.png")
+        hr, lr = _rgb(hr_path), _rgb(lr_path)
+        np.testing.assert_array_equal(tf.io.decode_png(example["hr/encoded"]).numpy(),
+                                      hr[: lr.shape[0] * 4, : lr.shape[1] * 4])
+        np.testing.assert_array_equal(tf.io.decode_png(example["lr/encoded"]).numpy(), lr)
+        assert example["lr/height"].numpy() == lr.shape[0]
+    assert min(manifest.splits["train"].min_lr_height,
+               manifest.splits["validation"].min_lr_height or 10**9) == min(
+        e["lr/height"].numpy() for e in examples.values())
+
+
+def _hr_only_inputs(folder, count=4):
+    for i in range(count):
+        _save(folder / f"photo{i}.png", fixtures.png_bytes(fixtures.make_image(64, 96, i)))
+
+
+def test_hr_only_tiles_split_by_source_and_overwrite(tmp_path):
+    _hr_only_inputs(tmp_path / "in" / "hr")
+    out = tmp_path / "out"
+    config = _config(tmp_path / "in", out, lr_glob=None, hr_crop_size=32, val_fraction=0.5)
+    result = pipeline.run(config, PipelineOptions(_IN_PROCESS))
+    manifest = result.manifest
+    assert result.num_source_pairs == 4
+    assert manifest.num_inputs == 4 * 6 and manifest.num_rejected == 0  # 2x3 tiles per photo
+    sources = {}
+    for split in manifest.splits:
+        keys = _read_split(out, manifest, split)
+        sources[split] = {k.rsplit("_y", 1)[0] for k in keys}
+        assert len(keys) == 6 * len(sources[split]) == manifest.splits[split].num_examples
+        assert all(e["lr/height"].numpy() == 8 for e in keys.values())
+    with pytest.raises(pipeline.JobInputError, match="--overwrite"):
+        pipeline.run(config, PipelineOptions(_IN_PROCESS))
+    rerun = pipeline.run(_config(tmp_path / "in", out, lr_glob=None, val_fraction=0.5,
+                                 overwrite=True, num_shards=3), PipelineOptions(_IN_PROCESS))
+    assert rerun.manifest.num_inputs == 4
+    assert sorted(os.listdir(out)) == sorted(
+        [schema.MANIFEST_FILENAME, *rerun.manifest.rejected_files,
+         *(f for s in rerun.manifest.splits.values() for f in s.files)])
+    for split in manifest.splits:  # re-running never moves an image between splits
+        assert set(_read_split(out, rerun.manifest, split)) == sources[split]
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    with flagsaver.flagsaver():
+        argv = flags.FLAGS(["prog", f"--hr_glob={tmp_path}/none/*.png",
+                            f"--output_dir={tmp_path}/out"], known_only=True)
+        assert build_tfrecords.main(argv) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no files match")
+
+
+def test_cli_multi_processing_like_make_demo(tmp_path):
+    _hr_only_inputs(tmp_path / "photos", count=4)
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "data_prep.build_tfrecords",
+               f"--hr_glob={tmp_path}/photos/*.png", f"--output_dir={out}", "--scale=4",
+               "--val_fraction=0.25", "--direct_num_workers=2"]
+    done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("data_prep: 4 inputs -> ")
+    manifest = schema.read_manifest(str(out))
+    assert manifest.num_inputs == 4 and manifest.args["val_fraction"] == 0.25
+    again = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "--overwrite" in again.stderr
