@@ -232,10 +232,8 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
 
     def crops(image, crop_seed):
         _, lr, hr = image
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(crop_seed, 2))
-        lr_patches, hr_patches = patches.random_aligned_crops(
-            lr, hr, scale, lr_patch, config.crops_per_image, crop_seed)
-        return patches.random_dihedral(lr_patches, hr_patches, flip_seed)
+        return patches.random_aligned_crops(lr, hr, scale, lr_patch, config.crops_per_image,
+                                            crop_seed)
 
     pairs = tf.data.Dataset.zip((images, seeds)).map(
         crops, num_parallel_calls=AUTOTUNE, deterministic=deterministic).unbatch()
