@@ -13,7 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import signatures
 from tests.fixtures import make_image, png_bytes
-from tests.serving.conftest import MODEL_NAME, SCALE, TILING, generator_uint8, run_module
+from tests.serving.conftest import MODEL_NAME, SCALE, TILING, generator_uint8
 
 # The venv's console script, next to its python (not resolved through the python symlink).
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -37,21 +37,6 @@ def test_saved_model_cli_shows_both_signatures(export_dir):
     assert f"inputs['{signatures.TENSOR_INPUT}']" in tensor
     assert f"outputs['{signatures.TENSOR_OUTPUT}']" in tensor
     assert tensor.count("dtype: DT_UINT8") == 2 and tensor.count("shape: (-1, -1, -1, 3)") == 2
-
-
-def test_fresh_process_matches_trainer_generator(export_dir, generator, tmp_path):
-    lr = make_image(24, 20, seed=3)[np.newaxis]
-    np.save(tmp_path / "lr.npy", lr)
-    script = ("import sys, numpy as np, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]); "
-              "lr = np.load(sys.argv[2]); "
-              f"out = m.signatures['{signatures.TENSOR_SIGNATURE}'](**{{'{signatures.TENSOR_INPUT}'"
-              f": tf.constant(lr)}})['{signatures.TENSOR_OUTPUT}']; np.save(sys.argv[3], out)")
-    result = run_module("tests.serving.run_script", script, export_dir, str(tmp_path / "lr.npy"),
-                        str(tmp_path / "sr.npy"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    sr = np.load(tmp_path / "sr.npy")
-    assert sr.shape == (1, 24 * SCALE, 20 * SCALE, 3) and sr.dtype == np.uint8
-    assert np.abs(sr.astype(int) - generator_uint8(generator, lr)).max() <= 1
 
 
 @pytest.mark.parametrize("height,width", [(70, 50), (33, 97)])

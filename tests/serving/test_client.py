@@ -1,0 +1,89 @@
+"""serving.client_lib and the serving.client CLI against the in-process local server."""
+
+import io
+import os
+import socket
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from serving import client_lib, signatures
+from tests.fixtures import make_image, png_bytes
+from tests.serving.conftest import MODEL_NAME, SCALE, run_module
+
+LR = make_image(20, 24, seed=11)
+
+
+def _in_process(loaded, image):
+    out = loaded.signatures[signatures.TENSOR_SIGNATURE](lr_image=tf.constant(image[np.newaxis]))
+    return out[signatures.TENSOR_OUTPUT][0].numpy()
+
+
+def _address(server, protocol):
+    return server.rest_address if protocol == client_lib.REST else server.grpc_address
+
+
+@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+def test_client_round_trips_equal_in_process(server, loaded, protocol):
+    expected = _in_process(loaded, LR)
+    with client_lib.ServingClient(_address(server, protocol), protocol, MODEL_NAME) as client:
+        assert client.status()["model_version_status"][0]["version"] == "1"
+        png = client.upscale_encoded([png_bytes(LR)])[0]
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
+        sr = client.upscale_array(LR[np.newaxis])
+        assert sr.shape == (1, 20 * SCALE, 24 * SCALE, 3) and sr.dtype == np.uint8
+        np.testing.assert_array_equal(sr[0], expected)
+
+
+@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+def test_client_errors_say_what_happened(server, protocol):
+    address = _address(server, protocol)
+    with client_lib.ServingClient(address, protocol, "no_such_model") as client:
+        with pytest.raises(client_lib.ModelNotFoundError, match="no_such_model"):
+            client.upscale_encoded([png_bytes(LR)])
+    with client_lib.ServingClient(address, protocol, MODEL_NAME) as client:
+        with pytest.raises(client_lib.BadRequestError, match="pixel limit"):
+            client.upscale_encoded([png_bytes(make_image(120, 100))])
+        with pytest.raises(client_lib.BadRequestError, match="image"):
+            client.upscale_encoded([b"not an image"])
+        assert len(client.upscale_encoded([png_bytes(LR)])) == 1  # Still serving.
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+def test_connection_refused_is_retried_then_reported(protocol):
+    address = f"127.0.0.1:{_closed_port()}"
+    with client_lib.ServingClient(address, protocol, MODEL_NAME, timeout=5, retries=1) as client:
+        with pytest.raises(client_lib.ServerUnavailableError, match="Is the server running"):
+            client.upscale_encoded([png_bytes(LR)])
+
+
+def test_cli_upscales_a_folder_over_rest(server, loaded, tmp_path):
+    inputs = tmp_path / "lr"
+    inputs.mkdir()
+    (inputs / "a.png").write_bytes(png_bytes(LR))
+    Image.fromarray(LR).convert("L").save(inputs / "b.bmp")
+    result = run_module("serving.client", f"--server={server.rest_address}", "--protocol=rest",
+                        f"--model_name={MODEL_NAME}", f"--input={inputs}",
+                        f"--output={tmp_path / 'sr'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "sr")) == ["a.png", "b.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "sr" / "a.png")),
+                                  _in_process(loaded, LR))
+    assert Image.open(tmp_path / "sr" / "b.png").size == (24 * SCALE, 20 * SCALE)
+
+
+def test_cli_reports_unknown_model_without_traceback(server, tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes(LR))
+    result = run_module("serving.client", f"--server={server.rest_address}", "--protocol=rest",
+                        "--model_name=nope", f"--input={tmp_path / 'a.png'}",
+                        f"--output={tmp_path / 'sr.png'}")
+    assert result.returncode == 1
+    assert "error: Not found" in result.stderr and "Traceback" not in result.stderr
