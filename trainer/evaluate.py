@@ -48,21 +48,21 @@ def _evaluate(upscale_fn):
 
 
 def _upscaler():
-    """The upscale function the flags ask for (None: bicubic only)."""
+    """(upscale function, what it is) the flags ask for; (None, None): bicubic only."""
     chosen = [f for f in (_CHECKPOINT, _SAVED_MODEL) if f.value]
     if _BICUBIC_ONLY.value:
         if chosen:
             raise ValueError("--bicubic_only takes no --checkpoint or --saved_model.")
-        return None
+        return None, None
     if len(chosen) != 1:
         raise ValueError("Pass exactly one of --checkpoint or --saved_model (or --bicubic_only).")
     if _SAVED_MODEL.value:
-        return evaluation.saved_model_upscaler(_SAVED_MODEL.value)
-    upscale, scale = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
+        return evaluation.saved_model_upscaler(_SAVED_MODEL.value), _SAVED_MODEL.value
+    upscale, scale, prefix = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
     if _PAIRS_DIR.value and scale != _SCALE.value:
         raise ValueError(f"The checkpoint's generator upscales x{scale}, "
                          f"but --scale={_SCALE.value}.")
-    return upscale
+    return upscale, prefix
 
 
 def format_report(report):
@@ -86,23 +86,27 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def _write_json(path, report):
+def _write_json(path, report, model_source):
     # PSNR of a perfect reconstruction is inf; json writes it as Infinity (Python reads it back).
     with open(path, "w") as f:
-        json.dump(report.to_dict(), f, indent=2, allow_nan=True)
+        json.dump({**report.to_dict(), "model_source": model_source}, f, indent=2,
+                  allow_nan=True)
         f.write("\n")
 
 
 def main(argv):
     del argv
     try:
-        report = _evaluate(_upscaler())
+        upscale_fn, model_source = _upscaler()
+        report = _evaluate(upscale_fn)
     # Expected user errors (bad paths, wrong model, no pairs) end in one line, not a traceback.
     except (ValueError, OSError, AssertionError, tf.errors.OpError) as e:
         sys.exit(f"error: {e}")
+    if model_source:
+        print(f"model: {model_source}")
     print(format_report(report))
     if _OUTPUT_JSON.value:
-        _write_json(_OUTPUT_JSON.value, report)
+        _write_json(_OUTPUT_JSON.value, report, model_source)
         print(f"wrote {_OUTPUT_JSON.value}")
 
 

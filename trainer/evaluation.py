@@ -68,9 +68,12 @@ def generator_upscaler(generator):
 
 
 def checkpoint_upscaler(path):
-    """(upscale_fn, scale) of a trainer model_dir (newest generator) or checkpoint prefix."""
-    generator, config, _ = generator_store.load_generator(path)
-    return generator_upscaler(generator), config.scale
+    """(upscale_fn, scale, checkpoint prefix) of a trainer model_dir or a checkpoint prefix.
+
+    A model_dir means its newest generator: the GAN phase's when there is one, else pretrain's.
+    """
+    generator, config, prefix = generator_store.load_generator(path)
+    return generator_upscaler(generator), config.scale, prefix
 
 
 def saved_model_upscaler(path):

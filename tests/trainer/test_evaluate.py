@@ -65,6 +65,7 @@ def test_cli_evaluates_a_checkpoint_and_writes_json(tmp_path, pairs_dir):
 
     assert run.returncode == 0, run.stderr
     assert "mean" in run.stdout and "img_002" in run.stdout
+    assert f"model: {model_dir}/pretrain/ckpt-1" in run.stdout
     with open(output) as f:
         result = json.load(f)
     assert [image["key"] for image in result["images"]] == ["img_000", "img_001", "img_002"]
@@ -90,7 +91,8 @@ def test_checkpoint_prefix_and_random_generator(tmp_path, pairs_dir):
     generator_store.write_config(model_dir, config)
     prefix = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator),
                                         os.path.join(model_dir, "gan"), max_to_keep=1).save()
-    upscale, scale = evaluation.checkpoint_upscaler(prefix)
+    upscale, scale, restored = evaluation.checkpoint_upscaler(prefix)
+    assert restored == prefix
     found = evaluation.list_pairs(pairs_dir, SCALE)
 
     report = evaluation.evaluate_pairs(upscale, found.pairs, scale, found.rejected)
