@@ -16,13 +16,18 @@ def _hr_images(batch=2, size=32, seed=0):
     return tf.constant(rng.uniform(-1.0, 1.0, size=(batch, size, size, 3)), tf.float32)
 
 
-def test_vgg54_weights_from_file_match_the_saved_network(tmp_path):
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_vgg54_weights_from_file_match_the_saved_network(tmp_path, mirrored):
     keras.utils.set_random_seed(1)
     vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
     path = str(tmp_path / "vgg19_random.weights.h5")
     vgg.save_weights(path)
 
-    model = perceptual.build_content_model("vgg54", weights=path)
+    # The trainer builds it inside its strategy's scope (2 logical CPUs, see conftest).
+    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored
+                else tf.distribute.get_strategy())
+    with strategy.scope():
+        model = perceptual.build_content_model("vgg54", weights=path)
 
     images = _hr_images()
     # The reference: Keras' own preprocessing on [0, 255] pixels, then the saved network's layer.
