@@ -39,9 +39,9 @@ def _row(name, timing, reference=None):
     print(f"  {name:<48} {timing.rate:9.1f}/s  {ratio}", flush=True)
 
 
-def _pipeline(data_dir):
+def _pipeline(data_dir, **config_fields):
     return input_benchmark.pipeline_timing(data_dir, _HR_PATCH_SIZE.value, _BATCH_SIZE.value,
-                                           _SECONDS.value)
+                                           _SECONDS.value, **config_fields)
 
 
 def _compare():
@@ -65,6 +65,8 @@ def _compare():
     _row("this pipeline, full-image shards", _pipeline(full_dir), reference)
     tiled = _pipeline(tiled_dir)
     _row(f"this pipeline, {_TILE_SIZE.value}-px tile shards", tiled, reference)
+    _row("this pipeline, full images, cache_decoded_images",
+         _pipeline(full_dir, cache_decoded_images=True), reference)
     config = input_pipeline.TrainInputConfig(tiled_dir)
     for name, data_dir in (("full images", full_dir), ("tiles", tiled_dir)):
         print(f"stages ({name}; records or images per second):")

@@ -71,9 +71,11 @@ def orientation(lr_patch):
     return rows_vary_down, rows[-1, -1] > rows[0, 0], cols[-1, -1] > cols[0, 0]
 
 
-def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir):
+@pytest.mark.parametrize("cache", [False, True])
+def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir, cache):
     config = input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, global_batch_size=8,
-                                             crops_per_image=4, shuffle_buffer=32, seed=0)
+                                             crops_per_image=4, shuffle_buffer=32, seed=0,
+                                             cache_decoded_images=cache)
     dataset = input_pipeline.make_train_dataset(config)
     orientations, origins = set(), set()
     for lr, hr in dataset.take(20):

@@ -1,0 +1,93 @@
+"""Reading and decoding the shards' records, with corrupt records named by shard or skipped.
+
+A record that is not an Example, holds a PNG that does not decode, or whose HR is not scale x
+its LR, is "corrupt". tf.data cannot catch an op's error inside a map function, so each record
+is decoded in a one-element dataset with ignore_errors, followed by a placeholder flagged not-ok:
+the failure becomes data, and the caller either raises an error that names the shard and the
+record's index in it, or drops the record, logs it to stderr and counts it.
+
+Framing damage to a shard file itself (truncated or CRC mismatch) is reported by
+TFRecordDataset as DataLossError before any record reaches this code.
+"""
+
+import sys
+
+import tensorflow as tf
+
+from data_prep import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _decode_pair(serialized, scale):
+    """Serialized Example -> (key, lr uint8 [h, w, 3], hr uint8 [h*scale, w*scale, 3])."""
+    features = schema.parse_example(serialized)
+    lr = tf.io.decode_png(features["lr/encoded"], channels=schema.CHANNELS)
+    hr = tf.io.decode_png(features["hr/encoded"], channels=schema.CHANNELS)
+    check = tf.debugging.assert_equal(tf.shape(hr)[:2], tf.shape(lr)[:2] * scale,
+                                      message="HR size is not scale x LR size")
+    with tf.control_dependencies([check]):
+        return features["key"], tf.identity(lr), tf.identity(hr)
+
+
+def _placeholder_pair():
+    empty = tf.zeros([0, 0, schema.CHANNELS], tf.uint8)
+    return tf.constant(False), tf.constant(""), empty, empty
+
+
+def _decode_or_flag(shard, index, serialized, scale):
+    """A one-element dataset: (ok, key, lr, hr) with ok=False if the record does not decode.
+
+    Errors cannot be caught inside a map function, but a one-record dataset with ignore_errors
+    followed by a placeholder turns a failure into data, so the caller can name the shard.
+    """
+    decoded = tf.data.Dataset.from_tensors(serialized).map(
+        lambda s: (tf.constant(True),) + _decode_pair(s, scale)).ignore_errors()
+    failed = tf.data.Dataset.from_tensors(_placeholder_pair())
+    return decoded.concatenate(failed).take(1).map(
+        lambda ok, key, lr, hr: (shard, index, ok, key, lr, hr))
+
+
+def read_shard(shard, compression):
+    """(shard name, record index in shard, serialized record) for every record of one shard."""
+    records = tf.data.TFRecordDataset(shard, compression_type=compression)
+    return records.enumerate().map(lambda index, record: (shard, index, record))
+
+
+def _fail_corrupt(shard, index, ok, key, lr, hr):
+    check = tf.debugging.Assert(ok, [
+        "Corrupt record (undecodable Example or PNG, or HR not scale x LR) at index", index,
+        "of shard", shard, "; rerun data_prep or set skip_corrupt to skip such records."])
+    with tf.control_dependencies([check]):
+        return tf.identity(key), tf.identity(lr), tf.identity(hr)
+
+
+def _report_skip(counter):
+    def report(shard, index, ok, key, lr, hr):
+        def log_and_count():
+            tf.print("input_pipeline: skipping corrupt record", index, "of shard", shard,
+                     output_stream=sys.stderr)
+            if counter is not None:
+                counter.assign_add(1)
+            return tf.constant(False)
+        return tf.cond(ok, lambda: tf.constant(True), log_and_count)
+    return report
+
+
+def decoded_pairs(records, scale, deterministic, skip_corrupt=False, corrupt_counter=None):
+    """(shard, index, serialized) records -> (key, lr uint8, hr uint8), decoded in parallel.
+
+    Args:
+      records: dataset of (shard name, index in shard, serialized Example).
+      scale: the dataset's scale.
+      deterministic: keep the input order.
+      skip_corrupt: drop records that fail (logged to stderr, counted) instead of raising.
+      corrupt_counter: optional int64 tf.Variable incremented per skipped record.
+    """
+    flagged = records.interleave(
+        lambda shard, index, record: _decode_or_flag(shard, index, record, scale),
+        cycle_length=AUTOTUNE, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if skip_corrupt:
+        flagged = flagged.filter(_report_skip(corrupt_counter))
+        return flagged.map(lambda shard, index, ok, key, lr, hr: (key, lr, hr))
+    return flagged.map(_fail_corrupt)
