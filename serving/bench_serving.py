@@ -1,0 +1,190 @@
+r"""Serving benchmark: latency and images/s in-process vs REST vs gRPC; the tiled path's memory.
+
+  python -m serving.bench_serving                       # paper generator (16 blocks, 64 channels)
+  python -m serving.bench_serving --num_blocks=2 --channels=16 --requests=8   # quick
+
+Random weights (speed does not depend on them). Part 1: a 128x128 PNG through serving_default
+(-> 512x512 PNG), 1 and 8 concurrent clients, in-process SavedModel call vs the local server
+(a subprocess) over REST and gRPC. Part 2: each of untiled/tiled exports is loaded in a fresh
+subprocess that upscales one image through the uint8 signature; its peak RSS (ru_maxrss) and
+time are reported, and the tiled output is compared with the untiled one.
+"""
+
+import concurrent.futures
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+from serving import client_lib, export_lib, signatures
+from serving.serving_module import TilingConfig
+from trainer import generator_store
+
+_NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
+_CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
+_SIZE = flags.DEFINE_integer("size", 128, "LR side for the latency benchmark.")
+_REQUESTS = flags.DEFINE_integer("requests", 16, "Timed requests per (path, concurrency).")
+_CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent clients.")
+_TILED_SIZES = flags.DEFINE_list("tiled_sizes", ["512", "1024"], "LR sides for the tiled run.")
+_UNTILED_MAX = flags.DEFINE_integer("untiled_max", 512,
+                                    "Largest side also run untiled (memory grows fast).")
+_TILE_SIZE = flags.DEFINE_integer("tile_size", TilingConfig.tile_size, "Tile core side.")
+_TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", TilingConfig.overlap, "Tile context.")
+
+_NAME = "bench"
+_MEMORY_SCRIPT = """
+import json, resource, sys, time
+import numpy as np, tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+side = int(sys.argv[2])
+lr = np.random.default_rng(0).integers(0, 256, (1, side, side, 3), dtype=np.uint8)
+upscale = model.signatures["upscale_uint8"]
+upscale(lr_image=tf.constant(lr[:, :32, :32]))  # Warm-up, as TF Serving does: graph set-up.
+loaded_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+sr = upscale(lr_image=tf.constant(lr))["sr_image"].numpy()
+seconds = time.perf_counter() - start
+np.save(sys.argv[3], sr)
+print(json.dumps({"seconds": seconds, "loaded_mb": loaded_kb / 1024,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def random_png(side, seed=0):
+    import io
+
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((side, side), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def export(generator, base, name, tiling):
+    return export_lib.export_generator(generator, 4, base, name, tiling_config=tiling)
+
+
+def time_requests(call, num_requests, concurrency):
+    """Runs `call()` num_requests times over `concurrency` threads: (latencies s, images/s)."""
+    def timed(_):
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    for _ in range(2):
+        call()  # Warm-up (first-call graph set-up, connections).
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(timed, range(num_requests)))
+    return latencies, num_requests / (time.perf_counter() - start)
+
+
+def _row(path, concurrency, latencies, throughput):
+    p50 = statistics.median(latencies) * 1000
+    p95 = float(np.percentile(latencies, 95)) * 1000
+    return f"| {path:10} | {concurrency:>3} | {p50:8.0f} | {p95:8.0f} | {throughput:8.2f} |"
+
+
+def start_server(model_base_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.local_server", f"--model_base_path={model_base_path}",
+         f"--model_name={_NAME}", "--rest_port=0", "--grpc_port=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("serving REST on "):
+            words = line.split()
+            return process, words[3], words[6]
+    raise RuntimeError("local_server exited before serving")
+
+
+def latency_table(export_dir, model_base_path, png, num_requests, concurrencies):
+    import tensorflow as tf
+    model = tf.saved_model.load(export_dir)
+    signature = model.signatures[signatures.BYTES_SIGNATURE]
+    batch = tf.constant([png])
+    paths = {"in-process": lambda: signature(image_bytes=batch)[signatures.BYTES_OUTPUT].numpy()}
+    process, rest, grpc = start_server(model_base_path)
+    clients = [client_lib.ServingClient(rest, client_lib.REST, _NAME),
+               client_lib.ServingClient(grpc, client_lib.GRPC, _NAME)]
+    paths["REST"] = lambda: clients[0].upscale_encoded([png])
+    paths["gRPC"] = lambda: clients[1].upscale_encoded([png])
+    rows = ["| path       | clients | p50 ms | p95 ms | images/s |", "|---|---|---|---|---|"]
+    try:
+        for concurrency in concurrencies:
+            for path, call in paths.items():
+                rows.append(_row(path, concurrency, *time_requests(call, num_requests,
+                                                                   concurrency)))
+                print(rows[-1], flush=True)
+    finally:
+        for client in clients:
+            client.close()
+        process.terminate()
+        process.wait()
+    return rows
+
+
+def memory_run(export_dir, side, out_path):
+    result = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, export_dir, str(side), out_path],
+                            capture_output=True, text=True)
+    if result.returncode:
+        return {"error": result.stderr.strip().splitlines()[-1]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory_table(generator, work_dir, sides, untiled_max, tiling):
+    base = os.path.join(work_dir, "memory")
+    untiled = TilingConfig(tile_size=max(sides), overlap=0, max_input_pixels=max(sides) ** 2)
+    dirs = {"untiled": export(generator, base, "untiled", untiled),
+            "tiled": export(generator, base, "tiled",
+                            TilingConfig(tiling.tile_size, tiling.overlap, max(sides) ** 2))}
+    rows = ["| input | path | seconds | RSS after load MB | peak RSS MB | max abs diff |",
+            "|---|---|---|---|---|---|"]
+    for side in sides:
+        outputs = {}
+        for path, export_dir in dirs.items():
+            if path == "untiled" and side > untiled_max:
+                continue
+            outputs[path] = os.path.join(work_dir, f"{path}_{side}.npy")
+            stats = memory_run(export_dir, side, outputs[path])
+            diff = ""
+            if path == "tiled" and "untiled" in outputs and "error" not in stats:
+                diff = int(np.abs(np.load(outputs["tiled"]).astype(int) -
+                                  np.load(outputs["untiled"])).max())
+            rows.append(f"| {side}x{side} | {path} | {stats.get('seconds', 0):.1f} | "
+                        f"{stats.get('loaded_mb', 0):.0f} | {stats.get('peak_mb', 0):.0f} | "
+                        f"{diff} {stats.get('error', '')}|")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv):
+    del argv
+    config = generator_store.GeneratorConfig(num_blocks=_NUM_BLOCKS.value,
+                                             channels=_CHANNELS.value)
+    generator = generator_store.build_generator(config)
+    tiling = TilingConfig(tile_size=_TILE_SIZE.value, overlap=_TILE_OVERLAP.value)
+    print(f"generator {config}, tiling {tiling}; the machine is shared: numbers are noisy.")
+    with tempfile.TemporaryDirectory() as work_dir:
+        export_dir = export(generator, work_dir, _NAME, tiling)
+        latency = latency_table(export_dir, os.path.join(work_dir, _NAME),
+                                random_png(_SIZE.value), _REQUESTS.value,
+                                [int(c) for c in _CONCURRENCY.value])
+        memory = memory_table(generator, work_dir, [int(s) for s in _TILED_SIZES.value],
+                              _UNTILED_MAX.value, tiling)
+    size = _SIZE.value
+    print(f"\n{size}x{size} -> {4 * size}x{4 * size} PNG through serving_default:")
+    print("\n".join(latency))
+    print("\nOne image through upscale_uint8 in a fresh process after a 32x32 warm-up (ru_maxrss):")
+    print("\n".join(memory))
+
+
+if __name__ == "__main__":
+    app.run(main)
