@@ -131,6 +131,7 @@ class Controller:
         note = train_state.restore_or_initialize(restore_manager, self.checkpoint, self.state,
                                                  config.phase, config.model_dir,
                                                  config.init_checkpoint)
+        train_state.apply_learning_rates(self.state, config.optimizer)
         logging.info("Phase %s: %s.", config.phase, note)
         dataset = strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(
             _input_config(config, self.state.step())))

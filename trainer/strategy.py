@@ -98,5 +98,12 @@ def write_dir(directory, strategy):
 
 def remove_worker_dir(directory, strategy):
     """Deletes a non-chief worker's temporary directory (nothing on the chief)."""
-    if not is_chief(strategy) and tf.io.gfile.exists(directory):
-        tf.io.gfile.rmtree(directory)
+    if is_chief(strategy) or not tf.io.gfile.exists(directory):
+        return
+    tf.io.gfile.rmtree(directory)
+    parent = posixpath.dirname(directory)
+    try:
+        if not tf.io.gfile.listdir(parent):
+            tf.io.gfile.rmtree(parent)
+    except tf.errors.OpError:
+        pass  # another worker's directory is still there, or it removed the parent first

@@ -86,6 +86,20 @@ def build_state(strategy, phase, generator_config, hr_patch_size, optimizer_conf
     return state
 
 
+def apply_learning_rates(state, optimizer_config):
+    """Makes a constant learning rate follow the config after a restore.
+
+    A constant rate is an optimizer variable, so restoring a checkpoint would bring back the
+    old run's value and silently ignore a changed --learning_rate; a schedule is not saved.
+    """
+    schedule = learning_rate_schedule(optimizer_config.learning_rates,
+                                      optimizer_config.lr_boundaries)
+    if isinstance(schedule, float):
+        for optimizer in (state.g_optimizer, state.d_optimizer):
+            if optimizer is not None:
+                optimizer.learning_rate = schedule
+
+
 def make_checkpoint(state):
     """The tf.train.Checkpoint of a phase; the generator key is generator_store's.
 
