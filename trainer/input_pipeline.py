@@ -107,25 +107,36 @@ def _check_patch_size(data_dir, manifest, hr_patch_size, split):
             f"(HR {info.min_lr_height * scale}x{info.min_lr_width * scale}).")
 
 
+def _shard_sizes(files):
+    """Byte size of each shard (read_shard uses it to detect truncated files)."""
+    return [tf.io.gfile.stat(path).length for path in files]
+
+
+def _file_list(files, sizes):
+    return tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
+
+
 def _shard_records(files, compression, context, deterministic, seed=None, forever=True):
-    """This pipeline's share of the records.
+    """This pipeline's share of the records, as (shard, index in shard, serialized record).
 
     forever=True: repeats, with the file order reshuffled every epoch; else one pass in order.
     """
     num_pipelines, pipeline_id = context.num_input_pipelines, context.input_pipeline_id
+    sizes = _shard_sizes(files)
+
+    def read(shard, shard_bytes):
+        return pair_records.read_shard(shard, shard_bytes, compression)
+
     if len(files) < num_pipelines:
-        records = tf.data.Dataset.from_tensor_slices(files).flat_map(
-            lambda shard: pair_records.read_shard(shard, compression))
-        records = records.shard(num_pipelines, pipeline_id)
+        records = _file_list(files, sizes).flat_map(read).shard(num_pipelines, pipeline_id)
         return records.repeat() if forever else records
-    files = files[pipeline_id::num_pipelines]
-    file_list = tf.data.Dataset.from_tensor_slices(files)
+    files, sizes = files[pipeline_id::num_pipelines], sizes[pipeline_id::num_pipelines]
+    file_list = _file_list(files, sizes)
     if forever:
         file_list = file_list.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         file_list = file_list.repeat()
     return file_list.interleave(
-        lambda shard: pair_records.read_shard(shard, compression),
-        cycle_length=min(len(files), _MAX_PARALLEL_SHARDS), block_length=1,
+        read, cycle_length=min(len(files), _MAX_PARALLEL_SHARDS), block_length=1,
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
@@ -223,8 +234,8 @@ def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None
     scale = manifest.scale
     compression = schema.compression_type(manifest.compressed)
     files = schema.split_files(data_dir, manifest, split)
-    records = tf.data.Dataset.from_tensor_slices(files).flat_map(
-        lambda shard: pair_records.read_shard(shard, compression))
+    records = _file_list(files, _shard_sizes(files)).flat_map(
+        lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression))
     pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
 
     def to_example(key, lr, hr):

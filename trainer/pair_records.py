@@ -48,15 +48,45 @@ def _decode_or_flag(shard, index, serialized, scale):
         lambda ok, key, lr, hr: (shard, index, ok, key, lr, hr))
 
 
-def read_shard(shard, compression):
-    """(shard name, record index in shard, serialized record) for every record of one shard."""
+# TFRecord framing around each record: length (8) + its CRC (4) + data CRC (4).
+_FRAMING_BYTES = 16
+
+
+def _count_bytes(state, element):
+    count, size = state
+    record, is_end = element
+    size += tf.where(is_end, tf.constant(0, tf.int64),
+                     tf.cast(tf.strings.length(record), tf.int64) + _FRAMING_BYTES)
+    return (count + 1, size), (count, record, is_end, size)
+
+
+def read_shard(shard, shard_bytes, compression):
+    """(shard name, record index in shard, serialized record) for every record of one shard.
+
+    Args:
+      shard: shard path (scalar string tensor).
+      shard_bytes: the file's size (int64 tensor); unused for compressed shards.
+      compression: schema.compression_type.
+
+    TFRecordDataset's error for a truncated or damaged file (DataLossError) does not name the
+    file, so uncompressed shards are read with ignore_errors and, if the records read fall short
+    of the file's size, an empty record follows them: it fails to parse, which reports (or
+    skips) it by shard and index. GZIP shards (uncompressed size unknown) keep TF's error.
+    """
     records = tf.data.TFRecordDataset(shard, compression_type=compression)
-    return records.enumerate().map(lambda index, record: (shard, index, record))
+    if compression:
+        return records.enumerate().map(lambda index, record: (shard, index, record))
+    end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
+    counted = records.ignore_errors().map(lambda r: (r, tf.constant(False))).concatenate(end)
+    counted = counted.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), _count_bytes)
+    damaged = counted.filter(lambda index, record, is_end, size: ~is_end | (size != shard_bytes))
+    return damaged.map(lambda index, record, is_end, size: (shard, index, record))
 
 
 def _fail_corrupt(shard, index, ok, key, lr, hr):
     check = tf.debugging.Assert(ok, [
-        "Corrupt record (undecodable Example or PNG, or HR not scale x LR) at index", index,
+        "Corrupt record (undecodable Example or PNG, HR not scale x LR, or the shard file "
+        "damaged from here on) at index", index,
         "of shard", shard, "; rerun data_prep or set skip_corrupt to skip such records."])
     with tf.control_dependencies([check]):
         return tf.identity(key), tf.identity(lr), tf.identity(hr)

@@ -191,33 +191,43 @@ def test_open_dataset_refuses_what_it_cannot_serve(tmp_path, coded_dir):
         input_pipeline.make_train_dataset(input_pipeline.TrainInputConfig(coded_dir))
 
 
-def corrupt_dataset(out_dir):
+def corrupt_dataset(out_dir, damage):
+    """4 good pairs in 2 shards plus damage in shard 1: two bad records, or a cut-off file."""
     items = [(f"img{i}", *block_coded_hr(8, 8, i)) for i in range(4)]
     bad = schema.PairRecord(key="bad", scale=SCALE, lr_png=b"not a png", lr_height=8,
                             lr_width=8, hr_png=b"\x89PNG truncated", hr_height=32, hr_width=32)
     extra = [("train", 1, schema.to_example(bad).SerializeToString()),
              ("train", 1, b"not an Example at all")]
-    write_pairs(out_dir, {"train": items}, extra_records=extra)
+    write_pairs(out_dir, {"train": items}, extra_records=extra if damage == "records" else ())
+    if damage == "truncated":
+        path = os.path.join(out_dir, schema.shard_name("train", 1, 2))
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[:len(data) - 100])  # the second record loses its end
 
 
-def test_corrupt_record_is_an_error_naming_its_shard(tmp_path):
-    corrupt_dataset(str(tmp_path))
-    config = input_pipeline.TrainInputConfig(str(tmp_path), hr_patch_size=16,
-                                             global_batch_size=2, crops_per_image=1,
-                                             shuffle_buffer=2, seed=0)
+def corrupt_config(data_dir, skip_corrupt=False):
+    return input_pipeline.TrainInputConfig(data_dir, hr_patch_size=16, global_batch_size=2,
+                                           crops_per_image=1, shuffle_buffer=2, seed=0,
+                                           skip_corrupt=skip_corrupt)
+
+
+@pytest.mark.parametrize("damage", ["records", "truncated"])
+def test_corrupt_record_is_an_error_naming_its_shard(tmp_path, damage):
+    corrupt_dataset(str(tmp_path), damage)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"Corrupt record(.|\n)*train-00001-of-00002\.tfrecord"):
-        for _ in input_pipeline.make_train_dataset(config).take(20):
+        for _ in input_pipeline.make_train_dataset(corrupt_config(str(tmp_path))).take(20):
             pass
 
 
-def test_skip_corrupt_skips_and_counts(tmp_path):
-    corrupt_dataset(str(tmp_path))
-    config = input_pipeline.TrainInputConfig(str(tmp_path), hr_patch_size=16,
-                                             global_batch_size=2, crops_per_image=1,
-                                             shuffle_buffer=2, seed=0, skip_corrupt=True)
+@pytest.mark.parametrize("damage, bad_per_pass", [("records", 2), ("truncated", 1)])
+def test_skip_corrupt_skips_and_counts(tmp_path, damage, bad_per_pass):
+    corrupt_dataset(str(tmp_path), damage)
     counter = tf.Variable(0, dtype=tf.int64)
-    # 20 batches of 2 one-crop pairs = 40 good records read = 10 passes over the 6 records.
+    config = corrupt_config(str(tmp_path), skip_corrupt=True)
+    # 20 batches of 2 one-crop pairs: 40 good records, i.e. at least 10 passes over the files.
     batches = list(input_pipeline.make_train_dataset(config, corrupt_counter=counter).take(20))
     assert len(batches) == 20
-    assert counter.numpy() >= 2 * 9  # both corrupt records, on (nearly) every pass
+    assert counter.numpy() >= bad_per_pass * 9  # on (nearly) every pass
