@@ -1,0 +1,144 @@
+"""The training step on tiny models: 2-replica MirroredStrategy on logical CPUs, XLA modes, AMP."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import fixtures
+from trainer import losses, models, perceptual, steps, value_range
+
+GLOBAL_BATCH = 4
+HR_SIZE = 32
+SCALE = 4
+
+
+def _mirrored():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def _one_device():
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def _batch():
+    hr = np.stack([fixtures.make_image(HR_SIZE, HR_SIZE, seed=i) for i in range(GLOBAL_BATCH)])
+    lr = np.stack([fixtures.downscale(image, SCALE) for image in hr])
+    return value_range.lr_from_uint8(lr), value_range.hr_from_uint8(hr)
+
+
+def _tiny_content_model():
+    # A stand-in for VGG54 (same call contract, 1000x cheaper): frozen, HR range in, float32 out.
+    inputs = keras.Input(shape=(None, None, 3))
+    features = keras.layers.Conv2D(4, 3, strides=2, dtype="float32")(inputs)
+    model = keras.Model(inputs, features)
+    model.trainable = False
+    return model
+
+
+def _run(strategy, phase, xla="off", loops=3, steps_per_loop=2, mixed_precision=False,
+         content_model_fn=_tiny_content_model):
+    """Builds seeded tiny models under `strategy`, runs `loops` loop calls, returns the metrics."""
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        generator = models.srresnet_generator(scale=SCALE, num_blocks=1, channels=8)
+        g_opt = steps.create_optimizer(1e-3, 0.9, 0.999, mixed_precision,
+                                       generator.trainable_variables)
+        discriminator = content_model = d_opt = None
+        if phase == "gan":
+            discriminator = models.srgan_discriminator(hr_patch_size=HR_SIZE, base_channels=4)
+            content_model = content_model_fn()
+            d_opt = steps.create_optimizer(1e-3, 0.9, 0.999, mixed_precision,
+                                           discriminator.trainable_variables)
+    config = steps.StepConfig(phase=phase, global_batch_size=GLOBAL_BATCH,
+                              steps_per_loop=steps_per_loop, xla=xla,
+                              mixed_precision=mixed_precision)
+    loop_fn = steps.build_train_loop_fn(strategy, config, generator, discriminator, content_model,
+                                        g_opt, d_opt, content_loss_fn=perceptual.content_loss)
+    dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    results = [{k: float(v) for k, v in loop_fn(iterator).items()} for _ in range(loops)]
+    return results, generator, g_opt
+
+
+@pytest.fixture
+def mixed_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_pretrain_loss_falls_when_overfitting_one_batch_on_two_replicas():
+    results, _, g_opt = _run(_mirrored(), "pretrain", loops=6, steps_per_loop=5)
+    assert set(results[0]) == {"pixel_loss"}
+    assert int(g_opt.iterations.numpy()) == 30
+    assert results[-1]["pixel_loss"] < 0.6 * results[0]["pixel_loss"]
+
+
+def test_gan_step_on_two_replicas_with_vgg54_updates_both_models():
+    strategy = _mirrored()
+    results, _, g_opt = _run(strategy, "gan", loops=2, steps_per_loop=1,
+                             content_model_fn=lambda: perceptual.build_content_model("vgg54",
+                                                                                     "none"))
+    assert set(results[0]) == set(steps.GAN_METRICS)
+    assert all(np.isfinite(v) for r in results for v in r.values())
+    assert 0.0 < results[0]["d_real"] < 1.0 and 0.0 < results[0]["d_fake"] < 1.0
+    assert int(g_opt.iterations.numpy()) == 2
+    expected_g = (results[0]["content_loss"] + 1e-3 * results[0]["adversarial_loss"])
+    assert results[0]["g_loss"] == pytest.approx(expected_g, rel=1e-5)
+
+
+@pytest.mark.parametrize("phase", steps.PHASES)
+def test_xla_step_gives_the_same_losses_as_off_on_one_device(phase):
+    off, _, _ = _run(_one_device(), phase, xla="off")
+    compiled, _, _ = _run(_one_device(), phase, xla="step")
+    for a, b in zip(off, compiled, strict=True):
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-3, abs=1e-5), name
+
+
+def test_xla_step_falls_back_to_auto_on_two_replicas_with_the_same_losses():
+    strategy = _mirrored()
+    assert steps.resolve_xla_mode("step", strategy) == "auto"
+    off, _, _ = _run(strategy, "gan", xla="off", loops=2)
+    step, _, _ = _run(strategy, "gan", xla="step", loops=2)
+    for a, b in zip(off, step, strict=True):
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-3, abs=1e-5), name
+
+
+@pytest.mark.parametrize("xla,strategy_fn", [("off", _mirrored), ("auto", _mirrored),
+                                             ("step", _one_device)])
+def test_mixed_precision_runs_under_each_xla_mode(mixed_policy, xla, strategy_fn):
+    results, generator, g_opt = _run(strategy_fn(), "gan", xla=xla, loops=2, steps_per_loop=2,
+                                     mixed_precision=True)
+    assert isinstance(g_opt, keras.optimizers.LossScaleOptimizer)
+    assert generator.layers[1].compute_dtype == "float16"
+    assert all(np.isfinite(v) for r in results for v in r.values())
+    assert int(g_opt.iterations.numpy()) == 4  # no step skipped for non-finite gradients
+
+
+def test_resolve_xla_mode_defaults_and_bad_values():
+    assert steps.resolve_xla_mode("default", _one_device()) == steps.CPU_DEFAULT_XLA
+    assert steps.resolve_xla_mode("step", _one_device()) == "step"
+    assert steps.resolve_xla_mode("auto", _mirrored()) == "auto"
+    with pytest.raises(ValueError, match="xla must be one of"):
+        steps.resolve_xla_mode("jit", _one_device())
+    with pytest.raises(ValueError, match="phase must be one of"):
+        steps.StepConfig(phase="finetune", global_batch_size=4)
+
+
+def test_losses_per_example_values():
+    hr = tf.zeros([2, 2, 2, 3])
+    sr = tf.stack([tf.zeros([2, 2, 3]), tf.fill([2, 2, 3], 0.5)])
+    np.testing.assert_allclose(losses.pixel_loss(hr, sr, "mse"), [0.0, 0.25])
+    np.testing.assert_allclose(losses.pixel_loss(hr, sr, "l1"), [0.0, 0.5])
+    logits = tf.constant([[0.0], [100.0]])
+    np.testing.assert_allclose(losses.generator_adversarial_loss(logits), [np.log(2.0), 0.0],
+                               atol=1e-6)
+    np.testing.assert_allclose(losses.discriminator_loss(logits, -logits),
+                               [2 * np.log(2.0), 0.0], atol=1e-6)
+    # Each of 2 replicas holds 2 of a global batch of 4: its share of the global mean.
+    assert float(losses.average(tf.constant([1.0, 3.0]), global_batch_size=4)) == 1.0
+    with pytest.raises(ValueError, match="pixel_loss must be one of"):
+        losses.LossConfig(pixel_loss="l2")

@@ -1,0 +1,225 @@
+"""The training step: pure, tf.function-safe, built from the models, losses and optimizers.
+
+The loop (trainer/loop.py) owns checkpoints, summaries and the global step; it calls the function
+returned by `build_train_loop_fn` once per `steps_per_loop` steps with a distributed iterator.
+
+XLA modes (`StepConfig.xla`, see `resolve_xla_mode`):
+  off:  a plain tf.function.
+  step: the whole replica step (forward, losses, gradients, both optimizer updates and the loss
+        scaling) compiled with jit_compile=True. One replica only: under MirroredStrategy every
+        nested jit_compile function fails, because synchronised BatchNorm and the optimizers'
+        gradient all-reduce need `merge_call`, which XLA clusters cannot contain (even a
+        loss+gradient-only compile fails in BatchNorm); `step` then falls back to `auto`.
+  auto: XLA auto-clustering (tf.config.optimizer.set_jit), a process-wide setting made here, before
+        the step is traced. TensorFlow only auto-clusters on GPU unless the process was started with
+        TF_XLA_FLAGS=--tf_xla_cpu_global_jit, so on CPU `auto` is normally the same as `off`.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from trainer import losses
+
+PHASES = ("pretrain", "gan")
+XLA_MODES = ("off", "step", "auto")
+PRETRAIN_METRICS = ("pixel_loss",)
+GAN_METRICS = ("g_loss", "content_loss", "adversarial_loss", "pixel_loss", "d_loss", "d_real",
+               "d_fake")
+# Measured with trainer.bench_step on the 2-core CPU machine (see the README): XLA on CPU does not pay.
+CPU_DEFAULT_XLA = "off"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What one training step does.
+
+    Attributes:
+      phase: "pretrain" (generator, pixel loss) or "gan" (discriminator then generator update).
+      global_batch_size: examples per step over all replicas (losses are averaged over it).
+      steps_per_loop: steps run by one call of the train loop function.
+      xla: "off", "step", "auto" or "default" (see resolve_xla_mode).
+      mixed_precision: the optimizers are LossScaleOptimizers (see create_optimizer); the
+        global Keras dtype policy must have been set to mixed_float16 before building the models.
+      loss: loss choices and weights.
+    """
+
+    phase: str
+    global_batch_size: int
+    steps_per_loop: int = 1
+    xla: str = "off"
+    mixed_precision: bool = False
+    loss: losses.LossConfig = losses.LossConfig()
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}.")
+        if self.xla not in XLA_MODES + ("default",):
+            raise ValueError(f"xla must be one of {XLA_MODES + ('default',)}, got {self.xla!r}.")
+        if self.global_batch_size < 1 or self.steps_per_loop < 1:
+            raise ValueError("global_batch_size and steps_per_loop must be >= 1, got "
+                             f"{self.global_batch_size} and {self.steps_per_loop}.")
+
+    @property
+    def metric_names(self):
+        return PRETRAIN_METRICS if self.phase == "pretrain" else GAN_METRICS
+
+
+def create_optimizer(learning_rate, beta_1, beta_2, mixed_precision, variables):
+    """Adam (loss-scaled when mixed_precision), built on `variables` in the current strategy scope.
+
+    Call it inside `strategy.scope()`: Keras 3 optimizers must create their slots there before
+    the first distributed step (keras-team/keras#19246).
+
+    Args:
+      learning_rate: a float or a keras.optimizers.schedules.LearningRateSchedule.
+      beta_1: Adam beta_1.
+      beta_2: Adam beta_2.
+      mixed_precision: wrap in keras.optimizers.LossScaleOptimizer (dynamic loss scale).
+      variables: the trainable variables the optimizer will update.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2)
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer
+
+
+def _uses_gpu(strategy):
+    return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
+
+
+def resolve_xla_mode(xla, strategy):
+    """The XLA mode the step will use under `strategy`.
+
+    "default" picks the fastest that works: on GPU "step" with one replica, "auto" with several;
+    on CPU CPU_DEFAULT_XLA (measured). "step" with several replicas falls back to "auto" with a
+    warning (see the module docstring for why).
+
+    Returns:
+      "off", "step" or "auto".
+    """
+    if xla not in XLA_MODES + ("default",):
+        raise ValueError(f"xla must be one of {XLA_MODES + ('default',)}, got {xla!r}.")
+    multi_replica = strategy.num_replicas_in_sync > 1
+    if xla == "default":
+        if not _uses_gpu(strategy):
+            return CPU_DEFAULT_XLA
+        return "auto" if multi_replica else "step"
+    if xla == "step" and multi_replica:
+        logging.warning("--xla=step compiles the step of a single replica only; with %d replicas "
+                        "it falls back to --xla=auto.", strategy.num_replicas_in_sync)
+        return "auto"
+    return xla
+
+
+def _apply_gradients(optimizer, tape, loss, variables):
+    # scale_loss is the identity for a plain optimizer; LossScaleOptimizer.apply unscales.
+    grads = tape.gradient(optimizer.scale_loss(loss), variables)
+    optimizer.apply(grads, variables)
+
+
+def _pretrain_step_fn(config, generator, g_optimizer):
+    def replica_step(batch):
+        lr, hr = batch
+        with tf.GradientTape() as tape:
+            sr = generator(lr, training=True)
+            pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss),
+                                   config.global_batch_size)
+        _apply_gradients(g_optimizer, tape, pixel, generator.trainable_variables)
+        return {"pixel_loss": pixel}
+
+    return replica_step
+
+
+def _gan_step_fn(config, generator, discriminator, content_model, content_loss_fn,
+                 g_optimizer, d_optimizer):
+    weights, batch_size = config.loss, config.global_batch_size
+
+    def discriminator_update(hr, sr):
+        with tf.GradientTape() as tape:
+            real_logits = discriminator(hr, training=True)
+            fake_logits = discriminator(sr, training=True)
+            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits),
+                                    batch_size)
+        _apply_gradients(d_optimizer, tape, d_loss, discriminator.trainable_variables)
+        return {"d_loss": d_loss,
+                "d_real": losses.average(losses.probability(real_logits), batch_size),
+                "d_fake": losses.average(losses.probability(fake_logits), batch_size)}
+
+    def replica_step(batch):
+        lr, hr = batch
+        with tf.GradientTape() as tape:
+            sr = generator(lr, training=True)
+            # The paper's order: the discriminator learns from this batch first, then the
+            # generator is scored by the updated discriminator (one generator forward pass).
+            with tape.stop_recording():
+                metrics = discriminator_update(hr, tf.stop_gradient(sr))
+            fake_logits = discriminator(sr, training=True)
+            content = losses.average(content_loss_fn(content_model, hr, sr), batch_size)
+            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits),
+                                         batch_size)
+            pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss), batch_size)
+            g_loss = (weights.content_weight * content + weights.adversarial_weight * adversarial
+                      + weights.pixel_weight * pixel)
+        _apply_gradients(g_optimizer, tape, g_loss, generator.trainable_variables)
+        return {**metrics, "g_loss": g_loss, "content_loss": content,
+                "adversarial_loss": adversarial, "pixel_loss": pixel}
+
+    return replica_step
+
+
+def _set_autoclustering(enabled):
+    # Process-wide, read when a function is traced: set before the first call of the loop.
+    tf.config.optimizer.set_jit("autoclustering" if enabled else False)
+
+
+def build_train_loop_fn(strategy, config, generator, discriminator, content_model, g_optimizer,
+                        d_optimizer, *, content_loss_fn=None):
+    """The tf.function that runs `config.steps_per_loop` training steps.
+
+    Args:
+      strategy: the tf.distribute strategy the models and optimizers were built under.
+      config: a StepConfig.
+      generator: the SRResNet generator.
+      discriminator: the SRGAN discriminator (None for pretrain).
+      content_model: the frozen perceptual feature model (None for pretrain).
+      g_optimizer: the generator's optimizer (from create_optimizer).
+      d_optimizer: the discriminator's optimizer (None for pretrain).
+      content_loss_fn: fn(content_model, hr, sr) -> per-example loss [B]; defaults to
+        trainer.perceptual.content_loss.
+
+    Returns:
+      A tf.function(iterator) -> dict metric name -> float32 scalar: the mean over the loop's
+      steps of the global-batch means (config.metric_names). It does not touch any step counter.
+    """
+    if config.phase == "pretrain":
+        replica_step = _pretrain_step_fn(config, generator, g_optimizer)
+    else:
+        if discriminator is None or content_model is None or d_optimizer is None:
+            raise ValueError("the gan phase needs a discriminator, a content model and d_optimizer.")
+        if content_loss_fn is None:
+            from trainer import perceptual  # noqa: PLC0415 (pretrain must not need it)
+            content_loss_fn = perceptual.content_loss
+        replica_step = _gan_step_fn(config, generator, discriminator, content_model,
+                                    content_loss_fn, g_optimizer, d_optimizer)
+    mode = resolve_xla_mode(config.xla, strategy)
+    _set_autoclustering(mode == "auto")
+    if mode == "step":
+        replica_step = tf.function(replica_step, jit_compile=True)
+    names = config.metric_names
+    steps = config.steps_per_loop
+
+    @tf.function
+    def train_loop(iterator):
+        totals = {name: tf.constant(0.0) for name in names}
+        for _ in tf.range(steps):
+            per_replica = strategy.run(replica_step, args=(next(iterator),))
+            # Each replica returns its share of the global mean: the SUM is the global mean.
+            totals = {name: totals[name] + strategy.reduce(
+                tf.distribute.ReduceOp.SUM, per_replica[name], axis=None) for name in names}
+        return {name: totals[name] / steps for name in names}
+
+    return train_loop
