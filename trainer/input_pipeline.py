@@ -182,6 +182,9 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
       tf.data.Dataset of (lr float32 [b, p, p, 3] in [0, 1], hr float32 [b, p*s, p*s, 3] in
       [-1, 1]), b the per-replica batch size, p = hr_patch_size // scale, s the scale.
     """
+    for name in ("global_batch_size", "crops_per_image", "shuffle_buffer"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"TrainInputConfig.{name} must be >= 1, got {getattr(config, name)}.")
     context = input_context or tf.distribute.InputContext()
     manifest = open_dataset(config.data_dir, config.hr_patch_size, config.split)
     batch_size = context.get_per_replica_batch_size(config.global_batch_size)

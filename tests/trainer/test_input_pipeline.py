@@ -178,6 +178,9 @@ def test_open_dataset_refuses_what_it_cannot_serve(tmp_path, coded_dir):
         input_pipeline.open_dataset(coded_dir, split="test")
     with pytest.raises(ValueError, match="batch_size must be 1"):
         input_pipeline.make_validation_dataset(coded_dir, batch_size=2)
+    with pytest.raises(ValueError, match="crops_per_image must be >= 1"):
+        input_pipeline.make_train_dataset(
+            input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, crops_per_image=0))
     input_pipeline.open_dataset(coded_dir, hr_patch_size=48, split="train")  # LR 12 fits
 
     empty = str(tmp_path / "empty")
