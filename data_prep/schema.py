@@ -28,8 +28,6 @@ import dataclasses
 import json
 import posixpath
 
-import tensorflow as tf
-
 SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
 TRAIN = "train"
@@ -52,7 +50,13 @@ FEATURES = {
     "hr/channels": "int64",
 }
 
-_TF_DTYPES = {"bytes": tf.string, "int64": tf.int64}
+
+def _tf():
+    """TensorFlow, imported on first use: Beam workers that only write records (through
+    data_prep.example_codec) then skip TF's multi-second import."""
+    import tensorflow as tf
+
+    return tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +89,15 @@ class PairRecord:
 
 
 def _feature(dtype, value):
+    tf = _tf()
     if dtype == "bytes":
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def to_example(record: PairRecord) -> tf.train.Example:
-    """Builds the tf.train.Example for one pair."""
+def to_example(record: PairRecord):
+    """Builds the tf.train.Example for one pair (returns a tf.train.Example)."""
+    tf = _tf()
     values = record.feature_values()
     features = {name: _feature(dtype, values[name]) for name, dtype in FEATURES.items()}
     return tf.train.Example(features=tf.train.Features(feature=features))
@@ -99,11 +105,14 @@ def to_example(record: PairRecord) -> tf.train.Example:
 
 def feature_spec():
     """The `tf.io.parse_example` spec, derived from FEATURES."""
-    return {name: tf.io.FixedLenFeature([], _TF_DTYPES[dtype]) for name, dtype in FEATURES.items()}
+    tf = _tf()
+    dtypes = {"bytes": tf.string, "int64": tf.int64}
+    return {name: tf.io.FixedLenFeature([], dtypes[dtype]) for name, dtype in FEATURES.items()}
 
 
 def parse_example(serialized):
     """Parses one (scalar) or a batch (vector) of serialised Examples into a feature dict."""
+    tf = _tf()
     if serialized.shape.rank == 0:
         return tf.io.parse_single_example(serialized, feature_spec())
     return tf.io.parse_example(serialized, feature_spec())
@@ -176,6 +185,7 @@ def read_manifest(data_dir) -> Manifest:
         the manifest names is missing.
       ValueError: the schema version is not one this code reads.
     """
+    tf = _tf()
     path = manifest_path(data_dir)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(

@@ -13,7 +13,7 @@ from apache_beam.io import filesystems
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
-from data_prep import images, pairing, schema
+from data_prep import example_codec, images, pairing, schema
 
 DEAD_LETTER = "dead_letter"
 _NAMESPACE = "data_prep"
@@ -154,7 +154,7 @@ class ToExampleFn(beam.DoFn):
 
     def process(self, record):
         self._examples.inc()
-        yield schema.to_example(record).SerializeToString()
+        yield example_codec.serialize(record)
 
 
 class ToExample(beam.PTransform):
