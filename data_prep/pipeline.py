@@ -76,7 +76,8 @@ def prepare_output_dir(output_dir, overwrite):
     stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
     if stale:
         FileSystems.delete(stale)
-    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)
 
 
 def input_bytes(glob, required):
@@ -173,6 +174,7 @@ def _write_atomically(path, text):
 class JobResult:
     manifest: schema.Manifest
     num_source_pairs: int  # accepted source pairs (== examples unless tiled)
+    counters: dict = dataclasses.field(default_factory=dict)  # Beam metrics, name -> value
 
 
 def run(config: JobConfig, options, args=None) -> JobResult:
@@ -191,8 +193,10 @@ def run(config: JobConfig, options, args=None) -> JobResult:
         total += input_bytes(config.lr_glob, required=True)
     prepare_output_dir(config.output_dir, config.overwrite)
     num_shards = shards_per_split(config, total)
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, config, num_shards)
+    job = beam.Pipeline(options=options)
+    build(job, config, num_shards)
+    state = job.run()
+    state.wait_until_finish()
     stats = _read_stats(config.output_dir)
     splits = {
         split: schema.SplitInfo(
@@ -210,7 +214,20 @@ def run(config: JobConfig, options, args=None) -> JobResult:
         rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",), args=args or {})
     _write_atomically(schema.manifest_path(config.output_dir), manifest.to_json())
     pairs = sum(stats[split]["num_source_pairs"] for split in config.splits())
-    return JobResult(manifest=manifest, num_source_pairs=pairs)
+    return JobResult(manifest=manifest, num_source_pairs=pairs, counters=_counters(state))
+
+
+def _counters(state):
+    """The job's Beam metrics counters, name -> value summed over steps ({} if unsupported)."""
+    try:
+        results = state.metrics().query()["counters"]
+    except (NotImplementedError, AttributeError, KeyError):
+        return {}
+    counters = {}
+    for result in results:
+        value = result.committed if result.committed is not None else result.attempted
+        counters[result.key.metric.name] = counters.get(result.key.metric.name, 0) + value
+    return counters
 
 
 def summary_line(result: JobResult, output_dir):

@@ -116,6 +116,12 @@ def test_paired_job_keeps_every_input_accounted_for(tmp_path):
         assert info.num_examples == len(_read_split(out, manifest, split))
     assert manifest.num_inputs == sum(
         s.num_examples for s in manifest.splits.values()) + manifest.num_rejected
+    counters = result.counters  # Beam metrics tell the same story
+    assert counters["hr_files"] == len(os.listdir(tmp_path / "in" / "hr"))
+    assert counters["lr_files"] == len(os.listdir(tmp_path / "in" / "lr"))
+    assert sum(v for k, v in counters.items() if k.startswith("rejected_")) == len(rejected)
+    for split, info in manifest.splits.items():
+        assert counters.get(f"examples_{split}", 0) == info.num_examples
     for key, example in examples.items():  # pixels equal the sources (Set14 003 is grayscale)
         if key.startswith("img_"):
             hr_path = tmp_path / "in" / "hr" / f"{key}_SRF_4_HR.png"

@@ -127,6 +127,12 @@ def test_tiles_are_aligned_and_cover_the_image():
                                       lr[y // 4 : y // 4 + 6, x // 4 : x // 4 + 6])
 
 
-def test_config_rejects_crop_not_multiple_of_scale():
-    with pytest.raises(ValueError, match="multiple of the scale"):
-        images.PairConfig(scale=4, hr_crop_size=30)
+@pytest.mark.parametrize("kwargs, words", [
+    ({"hr_crop_size": 30}, "multiple of the scale"),
+    ({"hr_crop_stride": 16}, "needs hr_crop_size"),
+    ({"hr_crop_size": 48, "min_lr_size": 24}, "smaller than min_lr_size"),
+    ({"scale": 5}, "scale must be"),
+])
+def test_config_rejects_inconsistent_values(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        images.PairConfig(**{"scale": 4, **kwargs})
