@@ -110,16 +110,21 @@ class Controller:
         self.generator_config = generator_store.GeneratorConfig(
             scale=self.manifest.scale, num_blocks=config.num_blocks, channels=config.channels,
             bicubic_skip=config.bicubic_skip)
-        if strategy_lib.is_chief(strategy):
+        self.is_chief = strategy_lib.is_chief(strategy)
+        if self.is_chief:
             generator_store.write_config(config.model_dir, self.generator_config)
         if config.seed is not None:
             keras.utils.set_random_seed(config.seed)
+        previous_policy = keras.mixed_precision.global_policy()
         if config.optimizer.mixed_precision:
-            # Global Keras state: the models built below compute in float16, variables float32.
+            # Models built under this policy compute in float16 and keep float32 variables.
             keras.mixed_precision.set_global_policy("mixed_float16")
-        self.state = train_state.build_state(
-            strategy, config.phase, self.generator_config, config.hr_patch_size, config.optimizer,
-            config.perceptual_network, config.perceptual_weights)
+        try:
+            self.state = train_state.build_state(
+                strategy, config.phase, self.generator_config, config.hr_patch_size,
+                config.optimizer, config.perceptual_network, config.perceptual_weights)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
         self.phase_dir = generator_store.phase_dir(config.model_dir, config.phase)
         self.write_dir = strategy_lib.write_dir(self.phase_dir, strategy)
         self.checkpoint = train_state.make_checkpoint(self.state)
@@ -172,7 +177,7 @@ class Controller:
     def save(self):
         path = self.manager.save(checkpoint_number=self.state.global_step)
         self._saved_step = self.state.step()
-        if strategy_lib.is_chief(self.strategy):
+        if self.is_chief:
             logging.info("Saved %s.", path)
 
     def _validation_split(self):
@@ -235,9 +240,10 @@ class Controller:
                 self.reporter.train_scalars(step, metrics, self.state.learning_rate())
             if _every(step, previous, config.checkpoint_steps) or step == config.train_steps:
                 self.save()
-            if _every(step, previous, config.eval_steps):
+            # Validation and images are local work: only the chief spends time on them.
+            if _every(step, previous, config.eval_steps) and self.is_chief:
                 self.evaluate(step)
-            if _every(step, previous, config.image_steps):
+            if _every(step, previous, config.image_steps) and self.is_chief:
                 self.write_images(step)
             if _every(step, previous, config.eval_steps) or _every(step, previous,
                                                                    config.image_steps):
