@@ -35,8 +35,9 @@ _SCALE = flags.DEFINE_integer("scale", 4, "Scale of the --source_dir pairs.")
 
 
 def _row(name, timing, reference=None):
-    ratio = f"{timing.rate / reference:6.1f}x" if reference else ""
-    print(f"  {name:<48} {timing.rate:9.1f}/s  {ratio}", flush=True)
+    ratio = f"{timing.rate / reference:6.1f}x" if reference else "       "
+    print(f"  {name:<48} {timing.rate:9.1f}/s {ratio}  {timing.cpu_ms_per_item:7.2f} CPU ms each",
+          flush=True)
 
 
 def _pipeline(data_dir, **config_fields):
