@@ -55,7 +55,7 @@ def convert(hr_glob, lr_glob, output_dir, scale, hr_crop_size=None):
         return
     command = [sys.executable, "-m", "data_prep.build_tfrecords", f"--hr_glob={hr_glob}",
                f"--lr_glob={lr_glob}", f"--output_dir={output_dir}", f"--scale={scale}",
-               "--val_fraction=0"]
+               "--val_fraction=0", "--overwrite"]  # no manifest: an earlier try was cut short
     if hr_crop_size:
         command.append(f"--hr_crop_size={hr_crop_size}")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
