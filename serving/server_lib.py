@@ -69,11 +69,13 @@ def start(config: ServerConfig):
         concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers),
         options=grpc_api.CHANNEL_OPTIONS)
     grpc_api.add_services(grpc_server, manager)
-    grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
-    if not grpc_port:
+    try:
+        grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        rest_server = _RestServer((config.host, config.rest_port), rest_api.make_handler(manager))
+    except (OSError, RuntimeError) as e:
         manager.stop()
-        raise OSError(f"Cannot bind gRPC to {config.host}:{config.grpc_port}.")
-    rest_server = _RestServer((config.host, config.rest_port), rest_api.make_handler(manager))
+        raise OSError(f"Cannot bind {config.host} (REST port {config.rest_port}, gRPC port "
+                      f"{config.grpc_port}): {e}") from None
     grpc_server.start()
     threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
     return LocalServer(manager, rest_server, grpc_server, rest_server.server_address[1],

@@ -11,7 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from serving import signatures, tiling
+from serving import image_header, signatures, tiling
 from trainer import value_range
 
 
@@ -47,18 +47,18 @@ class SuperResolutionModule(tf.Module):
         sr = self.generator(value_range.lr_from_uint8(lr_uint8), training=False)
         return value_range.hr_to_uint8(sr)
 
-    def _check_size(self, images):
-        shape = tf.shape(images, out_type=tf.int64)
+    def _assert_within_limit(self, pixels):
         limit = self._tiling.max_input_pixels
         return tf.debugging.assert_less_equal(
-            shape[1] * shape[2], tf.constant(limit, tf.int64),
+            pixels, tf.constant(limit, tf.int64),
             message=f"Input image is over the pixel limit: height * width must be at most "
                     f"max_input_pixels={limit}. Downscale it, or export with a larger "
                     f"--max_input_pixels.")
 
     def upscale(self, lr_uint8):
         """uint8 [N, H, W, 3] -> uint8 [N, H*s, W*s, 3], tiled, size-checked."""
-        with tf.control_dependencies([self._check_size(lr_uint8)]):
+        shape = tf.shape(lr_uint8, out_type=tf.int64)
+        with tf.control_dependencies([self._assert_within_limit(shape[1] * shape[2])]):
             lr_uint8 = tf.identity(lr_uint8)
         sr = tiling.tiled_upscale(self._generate_uint8, lr_uint8, self._scale,
                                   self._tiling.tile_size, self._tiling.overlap)
@@ -66,6 +66,10 @@ class SuperResolutionModule(tf.Module):
         return sr
 
     def _upscale_encoded(self, image_bytes):
+        # Checked on the header first, so that a tiny file declaring a huge image is not decoded.
+        header_check = self._assert_within_limit(image_header.declared_pixels(image_bytes))
+        with tf.control_dependencies([header_check]):
+            image_bytes = tf.identity(image_bytes)
         image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8,
                                    expand_animations=False)
         sr = self.upscale(image[tf.newaxis])[0]
