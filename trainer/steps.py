@@ -21,14 +21,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import losses
+from trainer import loss_scaling, losses
 
 PHASES = ("pretrain", "gan")
 XLA_MODES = ("off", "step", "auto")
 PRETRAIN_METRICS = ("pixel_loss",)
 GAN_METRICS = ("g_loss", "content_loss", "adversarial_loss", "pixel_loss", "d_loss", "d_real",
                "d_fake")
-# Measured with trainer.bench_step on the 2-core CPU machine (see the README): XLA on CPU does not pay.
+# Measured with trainer.bench_step on the 2-core CPU machine (see the README).
 CPU_DEFAULT_XLA = "off"
 
 
@@ -115,12 +115,6 @@ def resolve_xla_mode(xla, strategy):
     return xla
 
 
-def _apply_gradients(optimizer, tape, loss, variables):
-    # scale_loss is the identity for a plain optimizer; LossScaleOptimizer.apply unscales.
-    grads = tape.gradient(optimizer.scale_loss(loss), variables)
-    optimizer.apply(grads, variables)
-
-
 def _pretrain_step_fn(config, generator, g_optimizer):
     def replica_step(batch):
         lr, hr = batch
@@ -128,7 +122,8 @@ def _pretrain_step_fn(config, generator, g_optimizer):
             sr = generator(lr, training=True)
             pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss),
                                    config.global_batch_size)
-        _apply_gradients(g_optimizer, tape, pixel, generator.trainable_variables)
+            scaled = g_optimizer.scale_loss(pixel)
+        loss_scaling.apply_gradients(g_optimizer, tape, scaled, generator.trainable_variables)
         return {"pixel_loss": pixel}
 
     return replica_step
@@ -144,7 +139,8 @@ def _gan_step_fn(config, generator, discriminator, content_model, content_loss_f
             fake_logits = discriminator(sr, training=True)
             d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits),
                                     batch_size)
-        _apply_gradients(d_optimizer, tape, d_loss, discriminator.trainable_variables)
+            scaled = d_optimizer.scale_loss(d_loss)
+        loss_scaling.apply_gradients(d_optimizer, tape, scaled, discriminator.trainable_variables)
         return {"d_loss": d_loss,
                 "d_real": losses.average(losses.probability(real_logits), batch_size),
                 "d_fake": losses.average(losses.probability(fake_logits), batch_size)}
@@ -164,7 +160,8 @@ def _gan_step_fn(config, generator, discriminator, content_model, content_loss_f
             pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss), batch_size)
             g_loss = (weights.content_weight * content + weights.adversarial_weight * adversarial
                       + weights.pixel_weight * pixel)
-        _apply_gradients(g_optimizer, tape, g_loss, generator.trainable_variables)
+            scaled = g_optimizer.scale_loss(g_loss)
+        loss_scaling.apply_gradients(g_optimizer, tape, scaled, generator.trainable_variables)
         return {**metrics, "g_loss": g_loss, "content_loss": content,
                 "adversarial_loss": adversarial, "pixel_loss": pixel}
 
@@ -199,7 +196,8 @@ def build_train_loop_fn(strategy, config, generator, discriminator, content_mode
         replica_step = _pretrain_step_fn(config, generator, g_optimizer)
     else:
         if discriminator is None or content_model is None or d_optimizer is None:
-            raise ValueError("the gan phase needs a discriminator, a content model and d_optimizer.")
+            raise ValueError("the gan phase needs a discriminator, a content model and "
+                             "d_optimizer.")
         if content_loss_fn is None:
             from trainer import perceptual  # noqa: PLC0415 (pretrain must not need it)
             content_loss_fn = perceptual.content_loss
