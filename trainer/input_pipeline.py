@@ -8,10 +8,12 @@ Training stream (infinite), per input pipeline (one per host under tf.distribute
   -> crops_per_image aligned random crops per decoded image + random flips / 90-degree rotations
   -> shuffle -> batch(per-replica batch, drop_remainder) -> uint8 to float ranges -> prefetch.
 
-Decoding a PNG costs far more than cropping it (about 15 ms for a 1024x768 HR image against
-well under 1 ms for 16 crops), so each decode serves crops_per_image patches; the shuffle buffer
-mixes patches of many images into each batch. Sub-image shards (data_prep --hr_crop_size) make
-each decode cheaper still.
+Decoding the PNGs costs far more than cropping them (about 20 CPU ms for a 1024x768 x4 pair, 8-11
+for a 480-px tile, against ~2 for 16 crops with their flips), so each decode serves
+crops_per_image patches and the shuffle buffer mixes patches of many images into each batch.
+Sub-image shards (data_prep --hr_crop_size) make each decode cheaper; cache_decoded_images
+removes decoding after the first epoch for splits that fit in RAM. Record decoding and the
+handling of corrupt records live in trainer/pair_records.py, crops in trainer/patches.py.
 
 Distribution: shard files are dealt to pipelines by input_pipeline_id, so MultiWorkerMirrored
 hosts read disjoint files. With fewer files than pipelines every pipeline reads all files in a
@@ -107,8 +109,10 @@ def _check_patch_size(data_dir, manifest, hr_patch_size, split):
             f"(HR {info.min_lr_height * scale}x{info.min_lr_width * scale}).")
 
 
-def _shard_sizes(files):
-    """Byte size of each shard (read_shard uses it to detect truncated files)."""
+def _shard_sizes(files, compression):
+    """Byte size of each shard: read_shard checks uncompressed shards were read to the end."""
+    if compression:
+        return [-1] * len(files)
     return [tf.io.gfile.stat(path).length for path in files]
 
 
@@ -122,7 +126,7 @@ def _shard_records(files, compression, context, deterministic, seed=None, foreve
     forever=True: repeats, with the file order reshuffled every epoch; else one pass in order.
     """
     num_pipelines, pipeline_id = context.num_input_pipelines, context.input_pipeline_id
-    sizes = _shard_sizes(files)
+    sizes = _shard_sizes(files, compression)
 
     def read(shard, shard_bytes):
         return pair_records.read_shard(shard, shard_bytes, compression)
@@ -237,7 +241,7 @@ def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None
     scale = manifest.scale
     compression = schema.compression_type(manifest.compressed)
     files = schema.split_files(data_dir, manifest, split)
-    records = _file_list(files, _shard_sizes(files)).flat_map(
+    records = _file_list(files, _shard_sizes(files, compression)).flat_map(
         lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression))
     pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
 

@@ -234,3 +234,14 @@ def test_skip_corrupt_skips_and_counts(tmp_path, damage, bad_per_pass):
     batches = list(input_pipeline.make_train_dataset(config, corrupt_counter=counter).take(20))
     assert len(batches) == 20
     assert counter.numpy() >= bad_per_pass * 9  # on (nearly) every pass
+
+
+def test_gzip_shards_are_read(tmp_path):
+    items = [(f"k{i}", fixtures.make_image(32, 32, seed=i)) for i in range(3)]
+    fixtures.write_dataset(str(tmp_path), {"train": items, "validation": items}, compressed=True)
+    config = input_pipeline.TrainInputConfig(str(tmp_path), hr_patch_size=16,
+                                             global_batch_size=4, crops_per_image=2,
+                                             shuffle_buffer=4)
+    lr, hr = next(iter(input_pipeline.make_train_dataset(config)))
+    assert lr.shape == (4, 4, 4, 3) and hr.shape == (4, 16, 16, 3)
+    assert len(list(input_pipeline.make_validation_dataset(str(tmp_path)))) == 3
