@@ -6,14 +6,17 @@ Prints seconds, pairs/s and input MB/s (HR + LR source bytes) for:
   floor      decode + validate every pair, write nothing (the per-pair cost to approach)
   baseline   the loop a user would write: PIL open, convert RGB, re-encode PNG, TFRecordWriter
   loop+pt    the same loop with this job's rules (PNG pass-through, one decode per image)
-  beam       this job on DirectRunner, multi_processing with --workers workers
+  beam       this job on DirectRunner, multi_processing with --workers workers (and, for
+             comparison, multi_threading)
   beam-1     the same job on one pair: its fixed start-up cost
-and, with --hr_crop_size, the loop and the job cutting aligned sub-image tiles.
+and, with --hr_crop_size, the loop and the job cutting aligned sub-image tiles. CPU seconds
+include Beam's worker processes; on a shared machine they are steadier than wall time.
 """
 
 import glob
 import io
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -31,6 +34,8 @@ _WORK_DIR = flags.DEFINE_string("work_dir", None, "Scratch folder (default: a te
 _WORKERS = flags.DEFINE_integer("workers", 2, "DirectRunner workers for the Beam job.")
 _HR_CROP_SIZE = flags.DEFINE_integer("hr_crop_size", 480, "Tile size for the tiled runs; 0 "
                                      "skips them.")
+_ONLY = flags.DEFINE_list("only", None, "Run only rows whose name contains one of these "
+                          "words (the baseline row is needed for the speed-up column).")
 _SCALE = 4
 
 
@@ -80,7 +85,7 @@ def _loop(pairs, out_dir, make_records, write=True):
         writer.close()
 
 
-def _beam(pairs, out_dir, workers, hr_crop_size=None):
+def _beam(pairs, out_dir, workers, hr_crop_size=None, mode="multi_processing"):
     src = os.path.join(out_dir, "src")
     os.makedirs(src)
     for _, hr_path, lr_path in pairs:  # symlinks: the job reads exactly these pairs.
@@ -91,19 +96,29 @@ def _beam(pairs, out_dir, workers, hr_crop_size=None):
         output_dir=os.path.join(out_dir, "data"), val_fraction=0.0,
         pair=images.PairConfig(scale=_SCALE, hr_crop_size=hr_crop_size))
     options = PipelineOptions([f"--direct_num_workers={workers}",
-                               "--direct_running_mode=multi_processing",
+                               f"--direct_running_mode={mode}",
                                "--default_sdk_harness_log_level=WARNING"])
     pipeline.run(config, options)
 
 
+def _cpu_seconds():
+    """User + system CPU of this process and its finished children (Beam's SDK workers)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _timed(name, pairs, run, baseline_seconds=None):
+    if _ONLY.value and not any(word in name for word in _ONLY.value):
+        return None
     megabytes = sum(os.path.getsize(p) for _, hr, lr in pairs for p in (hr, lr)) / 2**20
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     run()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - start_cpu
     speedup = f"{baseline_seconds / seconds:5.2f}x" if baseline_seconds else "   - "
-    print(f"{name:<34} {seconds:7.2f} s {len(pairs) / seconds:7.2f} pairs/s "
-          f"{megabytes / seconds:7.2f} MB/s  {speedup} vs baseline", flush=True)
+    print(f"{name:<36} {seconds:6.2f} s {len(pairs) / seconds:6.2f} pairs/s "
+          f"{megabytes / seconds:6.2f} MB/s {speedup} vs baseline  (CPU {cpu:6.2f} s)",
+          flush=True)
     return seconds
 
 
@@ -128,8 +143,11 @@ def main(argv):
                   lambda: _loop(pairs, fresh("baseline"), _naive_record))
     _timed("loop + pass-through (1 process)", pairs,
            lambda: _loop(pairs, fresh("loop"), _job_records(config)), base)
-    _timed(f"beam DirectRunner x{_WORKERS.value} multi_proc", pairs,
+    _timed(f"beam x{_WORKERS.value} multi_processing", pairs,
            lambda: _beam(pairs, fresh("beam"), _WORKERS.value), base)
+    _timed(f"beam x{_WORKERS.value} multi_threading", pairs,
+           lambda: _beam(pairs, fresh("beam_threads"), _WORKERS.value,
+                         mode="multi_threading"), base)
     _timed(f"beam x{_WORKERS.value} on 1 pair (start-up)", pairs[:1],
            lambda: _beam(pairs[:1], fresh("beam1"), _WORKERS.value))
     if _HR_CROP_SIZE.value:

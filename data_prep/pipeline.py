@@ -146,9 +146,14 @@ def build(pipeline, config, num_shards):
         stats.append(split_records | f"Stats{split.title()}" >> beam.CombineGlobally(
             _SplitStatsFn()) | f"Label{split.title()}" >> beam.Map(
                 lambda s, name=split: {**s, "split": name}))
-    (stats | "MergeStats" >> beam.Flatten() | "StatsJson" >> beam.Map(json.dumps)
-     | "WriteStats" >> beam.io.WriteToText(_join(_STATS_NAME, config.output_dir),
-                                           num_shards=1, shard_name_template=""))
+    # One small file from one element: a plain write, far fewer stages than a WriteToText sink.
+    (stats | "MergeStats" >> beam.Flatten() | "CollectStats" >> beam.combiners.ToList()
+     | "WriteStats" >> beam.Map(_write_json_lines, _join(_STATS_NAME, config.output_dir)))
+
+
+def _write_json_lines(rows, path):
+    with FileSystems.create(path) as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
 
 def _match(glob):
