@@ -23,7 +23,9 @@ but each host reads (not decodes) all the data.
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from data_prep import schema
 from trainer import pair_records, patches, value_range
@@ -132,6 +134,9 @@ def _shard_records(files, compression, context, deterministic, seed=None, foreve
         return pair_records.read_shard(shard, shard_bytes, compression)
 
     if len(files) < num_pipelines:
+        logging.warning("%d shard files for %d input pipelines: every pipeline reads all files and "
+                        "keeps every %d-th record (more shards would avoid the extra reads).",
+                        len(files), num_pipelines, num_pipelines)
         records = _file_list(files, sizes).flat_map(read).shard(num_pipelines, pipeline_id)
         return records.repeat() if forever else records
     files, sizes = files[pipeline_id::num_pipelines], sizes[pipeline_id::num_pipelines]
@@ -159,6 +164,14 @@ def _decoded_images(config, manifest, context, seed, corrupt_counter):
     num_images = manifest.splits[config.split].num_examples
     return images.cache().shuffle(min(num_images, _MAX_IMAGE_SHUFFLE), seed=seed,
                                   reshuffle_each_iteration=True).repeat()
+
+
+def _op_seeds(seed, pipeline_id):
+    """Distinct seeds for the file/image shuffle, the crops and the pair shuffle of one pipeline
+    (Nones without a seed): equal op seeds would draw equal random sequences."""
+    if seed is None:
+        return None, None, None
+    return tuple(int(x) for x in np.random.SeedSequence([seed, pipeline_id]).generate_state(3))
 
 
 def _options(deterministic):
@@ -194,9 +207,9 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
     batch_size = context.get_per_replica_batch_size(config.global_batch_size)
     scale, lr_patch = manifest.scale, config.hr_patch_size // manifest.scale
     deterministic = config.seed is not None
-    seed = None if config.seed is None else config.seed + context.input_pipeline_id
-    images = _decoded_images(config, manifest, context, seed, corrupt_counter)
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    file_seed, crop_seed, pair_seed = _op_seeds(config.seed, context.input_pipeline_id)
+    images = _decoded_images(config, manifest, context, file_seed, corrupt_counter)
+    seeds = tf.data.Dataset.random(seed=crop_seed).batch(2)
 
     def crops(image, crop_seed):
         _, lr, hr = image
@@ -205,7 +218,7 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
 
     pairs = tf.data.Dataset.zip((images, seeds)).map(
         crops, num_parallel_calls=AUTOTUNE, deterministic=deterministic).unbatch()
-    batches = pairs.shuffle(config.shuffle_buffer, seed=seed).batch(batch_size,
+    batches = pairs.shuffle(config.shuffle_buffer, seed=pair_seed).batch(batch_size,
                                                                      drop_remainder=True)
     batches = batches.map(lambda lr, hr: (value_range.lr_from_uint8(lr),
                                           value_range.hr_from_uint8(hr)),

@@ -118,7 +118,7 @@ def test_per_replica_batches_add_up_under_mirrored_strategy(coded_dir):
     assert sum(part.shape[0] for part in lr_parts) == config.global_batch_size
 
 
-def image_ids(config, num_pipelines, pipeline_id, batches=10):
+def image_ids(config, num_pipelines, pipeline_id, batches=5):
     """The image ids (coded in the blue channel) one input pipeline's patches come from."""
     context = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
                                          input_pipeline_id=pipeline_id)
