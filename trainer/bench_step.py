@@ -1,0 +1,73 @@
+r"""Training-step throughput: phase x XLA mode x batch size, one printed table.
+
+By default the step runs on one synthetic batch already on the device(s) (the input pipeline is
+out of the figure); with --data_dir it reads a data_prep output through the real input pipeline.
+Random weights everywhere (perceptual weights "none"): no dataset or network needed.
+
+  python -m trainer.bench_step                                  # the paper's models, GPU or CPU
+  python -m trainer.bench_step --batch_sizes=16 --steps=4 --num_blocks=4   # minutes on 2 CPU cores
+
+On CPU, XLA auto-clustering (--xla_modes=auto) only clusters when the process starts with
+TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
+"""
+
+from absl import app, flags
+
+from trainer import benchmarking, steps
+from trainer import strategy as strategy_lib
+
+_PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
+_XLA_MODES = flags.DEFINE_list("xla_modes", list(steps.XLA_MODES), "XLA modes to time.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64"], "Global batch sizes.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per row (after one warm-up call).")
+_STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call.")
+_NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
+_CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
+_HR_PATCH_SIZE = flags.DEFINE_integer("hr_patch_size", 96, "HR patch size.")
+_MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", False, "mixed_float16 + loss scaling.")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES, "Strategy.")
+_NUM_CPU_REPLICAS = flags.DEFINE_integer("num_cpu_replicas", 1, "Logical CPU devices (no GPU).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "data_prep output: time the input too.")
+
+
+def _iterator(strategy, batch_size, spec):
+    if _DATA_DIR.value is None:
+        return benchmarking.RepeatedBatch(strategy, batch_size, spec)
+    from trainer import input_pipeline  # noqa: PLC0415 (only with --data_dir)
+    config = input_pipeline.TrainInputConfig(_DATA_DIR.value, spec.hr_patch_size, batch_size)
+    input_pipeline.open_dataset(_DATA_DIR.value, spec.hr_patch_size)
+    return iter(strategy.distribute_datasets_from_function(
+        input_pipeline.train_dataset_fn(config)))
+
+
+def _row(strategy, spec, phase, xla, batch_size):
+    built = benchmarking.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
+    config = steps.StepConfig(phase=phase, global_batch_size=batch_size,
+                              steps_per_loop=_STEPS_PER_LOOP.value, xla=xla,
+                              mixed_precision=_MIXED_PRECISION.value)
+    loop_fn = steps.build_train_loop_fn(strategy, config, built.generator, built.discriminator,
+                                        built.content_model, built.g_optimizer, built.d_optimizer)
+    rate = benchmarking.steps_per_second(loop_fn, _iterator(strategy, batch_size, spec),
+                                         config.steps_per_loop, _STEPS.value)
+    return [phase, xla, steps.resolve_xla_mode(xla, strategy), batch_size, rate, rate * batch_size]
+
+
+def main(argv):
+    del argv
+    strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
+    strategy = strategy_lib.create_strategy(_STRATEGY.value)
+    spec = benchmarking.ModelSpec(hr_patch_size=_HR_PATCH_SIZE.value,
+                                  num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
+    rows = [_row(strategy, spec, phase, xla, int(batch))
+            for phase in _PHASES.value for xla in _XLA_MODES.value for batch in _BATCH_SIZES.value]
+    print(f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on "
+          f"{', '.join(strategy.extended.worker_devices)}; input: "
+          f"{_DATA_DIR.value or 'synthetic, on device'}; generator {spec.num_blocks} blocks x "
+          f"{spec.channels} ch; {spec.hr_patch_size}px HR patches; "
+          f"mixed_precision={_MIXED_PRECISION.value}")
+    print(benchmarking.format_table(
+        ["phase", "xla", "effective", "batch", "steps/s", "patches/s"], rows))
+
+
+if __name__ == "__main__":
+    app.run(main)

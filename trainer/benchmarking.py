@@ -1,0 +1,123 @@
+"""Shared pieces of the step benchmarks (trainer.bench_step, trainer.bench_train).
+
+Everything is built with random weights (perceptual weights "none"): no dataset, no network.
+Throughput is measured after a warm-up call (tracing, XLA compilation) and synchronised by
+reading the returned metrics back to the host.
+"""
+
+import dataclasses
+import time
+
+import keras
+import tensorflow as tf
+
+from trainer import models, perceptual, steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The benchmarked models (the paper's sizes by default)."""
+
+    scale: int = 4
+    hr_patch_size: int = 96
+    num_blocks: int = 16
+    channels: int = 64
+    discriminator_channels: int = 64
+    content_network: str = "vgg54"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingModels:
+    generator: keras.Model
+    discriminator: keras.Model | None
+    content_model: keras.Model | None
+    g_optimizer: keras.optimizers.Optimizer
+    d_optimizer: keras.optimizers.Optimizer | None
+
+
+def build_models(strategy, spec, phase, mixed_precision=False):
+    """Models and optimizers for `phase`, built in `strategy`'s scope (random weights)."""
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            generator = models.srresnet_generator(spec.scale, spec.num_blocks, spec.channels)
+            g_optimizer = steps.create_optimizer(1e-4, 0.9, 0.999, mixed_precision,
+                                                 generator.trainable_variables)
+            if phase == "pretrain":
+                return TrainingModels(generator, None, None, g_optimizer, None)
+            discriminator = models.srgan_discriminator(spec.hr_patch_size,
+                                                       spec.discriminator_channels)
+            d_optimizer = steps.create_optimizer(1e-4, 0.9, 0.999, mixed_precision,
+                                                 discriminator.trainable_variables)
+            content_model = perceptual.build_content_model(spec.content_network, "none")
+            return TrainingModels(generator, discriminator, content_model, g_optimizer,
+                                  d_optimizer)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def synthetic_batch(global_batch_size, spec, seed=0):
+    """A random (lr, hr) batch in the model value ranges."""
+    lr_size = spec.hr_patch_size // spec.scale
+    lr = tf.random.stateless_uniform([global_batch_size, lr_size, lr_size, 3], [seed, 1])
+    hr = tf.random.stateless_uniform([global_batch_size, spec.hr_patch_size,
+                                      spec.hr_patch_size, 3], [seed, 2]) * 2.0 - 1.0
+    return lr, hr
+
+
+class RepeatedBatch:
+    """An iterator yielding one distributed batch forever: the input pipeline is out of the figure.
+
+    The per-replica tensors are placed on the replicas' devices once, before timing.
+    """
+
+    def __init__(self, strategy, global_batch_size, spec):
+        lr, hr = synthetic_batch(global_batch_size, spec)
+        replicas = strategy.num_replicas_in_sync
+        if global_batch_size % replicas:
+            raise ValueError(f"batch size {global_batch_size} is not a multiple of the "
+                             f"{replicas} replicas.")
+        per_replica = global_batch_size // replicas
+
+        def replica_slice(context):
+            start = context.replica_id_in_sync_group * per_replica
+            return lr[start:start + per_replica], hr[start:start + per_replica]
+
+        self._batch = strategy.experimental_distribute_values_from_function(replica_slice)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._batch
+
+
+def steps_per_second(loop_fn, iterator, steps_per_loop, timed_steps):
+    """Steps/s of `loop_fn` after one warm-up call; at least one timed call."""
+    _wait(loop_fn(iterator))
+    calls = max(1, round(timed_steps / steps_per_loop))
+    start = time.perf_counter()
+    for _ in range(calls):
+        metrics = loop_fn(iterator)
+    _wait(metrics)
+    return calls * steps_per_loop / (time.perf_counter() - start)
+
+
+def _wait(metrics):
+    # Reading the values back to the host waits for the steps that produced them.
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def format_table(header, rows):
+    """A fixed-width text table: header is a list of column names, rows lists of values."""
+    cells = [list(map(str, header))] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value):
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
