@@ -44,7 +44,7 @@ def strategy():
 def _config(data_dir, model_dir, **overrides):
     tiny = dict(data_dir=data_dir, model_dir=model_dir, train_steps=4, global_batch_size=4,
                 hr_patch_size=32, num_blocks=1, channels=8, steps_per_loop=2, checkpoint_steps=2,
-                log_steps=2, perceptual_network="resnet152v2", perceptual_weights="none",
+                log_steps=2, perceptual_network="vgg54", perceptual_weights="none",
                 xla="off", seed=0, crops_per_image=2, shuffle_buffer=8)
     return loop.TrainConfig(**{**tiny, **overrides})
 
