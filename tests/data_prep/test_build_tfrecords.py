@@ -178,17 +178,26 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: no files match")
 
 
-def test_cli_multi_processing_like_make_demo(tmp_path):
-    _hr_only_inputs(tmp_path / "photos", count=4)
+def test_cli_end_to_end_multi_processing(tmp_path):
+    """The CLI as `make demo` runs it (2 workers, multi_processing), on the paired inputs."""
+    bad = _paired_inputs(tmp_path / "in")
     out = tmp_path / "data"
     command = [sys.executable, "-m", "data_prep.build_tfrecords",
-               f"--hr_glob={tmp_path}/photos/*.png", f"--output_dir={out}", "--scale=4",
-               "--val_fraction=0.25", "--direct_num_workers=2"]
+               f"--hr_glob={tmp_path}/in/hr/*", f"--lr_glob={tmp_path}/in/lr/*",
+               f"--output_dir={out}", "--scale=4", "--min_lr_size=8", "--val_fraction=0.25",
+               "--direct_num_workers=2"]
     done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("data_prep: 4 inputs -> ")
     manifest = schema.read_manifest(str(out))
-    assert manifest.num_inputs == 4 and manifest.args["val_fraction"] == 0.25
+    good = 3 + (14 if _SET14.is_dir() else 0)
+    rejected = len(bad) + 3
+    assert done.stdout.strip().splitlines()[-1].startswith(
+        f"data_prep: {good + rejected} inputs -> ")
+    assert sum(s.num_examples for s in manifest.splits.values()) == good
+    assert manifest.num_rejected == len(_rejected(out, manifest)) == rejected
+    assert manifest.num_inputs == good + rejected
+    assert manifest.args["val_fraction"] == 0.25
+    assert manifest.args["beam_args"] == ["--direct_num_workers=2"]
     again = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "--overwrite" in again.stderr
