@@ -1,14 +1,13 @@
 r"""Our training loop against the seed notebook's style, both phases, same models and batch.
 
   python -m trainer.bench_train                      # batch 16, 96x96 HR patches, paper models
-  python -m trainer.bench_train --steps=3 --num_blocks=16 --phases=gan
+  python -m trainer.bench_train --rounds=3 --phases=gan
 
 Ours: trainer.steps' tf.function loop (one strategy.run per step) fed by tf.data from a batch in
 host memory. Seed-style: trainer.seed_style_baseline (predict + train_on_batch per step) on the
-same numpy batch. Random weights (perceptual weights "none"): no dataset or network needed.
+same numpy batch. The two are timed in alternation and the median per-step time reported (the
+machine may be shared). Random weights (perceptual weights "none"): no dataset or network needed.
 """
-
-import time
 
 import tensorflow as tf
 from absl import app, flags
@@ -19,7 +18,8 @@ from trainer import strategy as strategy_lib
 _PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Global batch size.")
 _HR_PATCH_SIZE = flags.DEFINE_integer("hr_patch_size", 96, "HR patch size.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per row (after one warm-up step).")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds, each one seed-style step and one "
+                                "call of our loop, in alternation (medians reported).")
 _STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Our steps per tf.function call.")
 _NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
 _CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
@@ -35,7 +35,7 @@ def _ours(strategy, spec, phase, batch):
                                         built.content_model, built.g_optimizer, built.d_optimizer)
     dataset = tf.data.Dataset.from_tensors(batch).repeat().prefetch(1)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    return benchmarking.steps_per_second(loop_fn, iterator, config.steps_per_loop, _STEPS.value)
+    return benchmarking.loop_call(loop_fn, iterator), config.steps_per_loop
 
 
 def _seed_style(spec, phase, batch):
@@ -43,11 +43,7 @@ def _seed_style(spec, phase, batch):
     trainer = seed_style_baseline.SeedStyleTrainer(built.generator, built.discriminator,
                                                    built.content_model)
     lr, hr = (t.numpy() for t in batch)
-    trainer.train_step(lr, hr)  # warm-up: traces the Keras train/predict functions
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-        trainer.train_step(lr, hr)
-    return _STEPS.value / (time.perf_counter() - start)
+    return (lambda: trainer.train_step(lr, hr)), 1
 
 
 def main(argv):
@@ -58,10 +54,11 @@ def main(argv):
     batch = benchmarking.synthetic_batch(_BATCH_SIZE.value, spec)
     rows = []
     for phase in _PHASES.value:
-        seed_rate = _seed_style(spec, phase, batch)
-        our_rate = _ours(strategy, spec, phase, batch)
-        for name, rate in (("seed-style", seed_rate), ("ours", our_rate)):
-            rows.append([phase, name, rate, rate * _BATCH_SIZE.value, rate / seed_rate])
+        rates = benchmarking.interleaved_steps_per_second(
+            {"seed-style": _seed_style(spec, phase, batch),
+             "ours": _ours(strategy, spec, phase, batch)}, _ROUNDS.value)
+        for name, rate in rates.items():
+            rows.append([phase, name, rate, rate * _BATCH_SIZE.value, rate / rates["seed-style"]])
     print(f"batch {_BATCH_SIZE.value}, {spec.hr_patch_size}px HR patches, generator "
           f"{spec.num_blocks} blocks x {spec.channels} ch; ours: {type(strategy).__name__}, "
           f"xla={steps.resolve_xla_mode(_XLA.value, strategy)}, "

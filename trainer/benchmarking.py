@@ -6,6 +6,7 @@ reading the returned metrics back to the host.
 """
 
 import dataclasses
+import statistics
 import time
 
 import keras
@@ -103,6 +104,35 @@ def steps_per_second(loop_fn, iterator, steps_per_loop, timed_steps):
         metrics = loop_fn(iterator)
     _wait(metrics)
     return calls * steps_per_loop / (time.perf_counter() - start)
+
+
+def interleaved_steps_per_second(step_fns, rounds):
+    """Median steps/s of each of several step functions, timed in alternation.
+
+    On a shared machine the load drifts; alternating the candidates within every round exposes
+    them to the same load, and the median drops rounds disturbed by a burst.
+
+    Args:
+      step_fns: dict name -> (fn, steps): fn() runs `steps` training steps and returns when done.
+      rounds: timed rounds (after one warm-up call of each).
+
+    Returns:
+      dict name -> median steps/s.
+    """
+    for fn, _ in step_fns.values():
+        fn()
+    seconds = {name: [] for name in step_fns}
+    for _ in range(rounds):
+        for name, (fn, _) in step_fns.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: step_fns[name][1] / statistics.median(times) for name, times in seconds.items()}
+
+
+def loop_call(loop_fn, iterator):
+    """fn() for interleaved_steps_per_second: one loop call, synchronised."""
+    return lambda: _wait(loop_fn(iterator))
 
 
 def _wait(metrics):
