@@ -2,10 +2,12 @@ r"""Training-step throughput: phase x XLA mode x batch size, one printed table.
 
 By default the step runs on one synthetic batch already on the device(s) (the input pipeline is
 out of the figure); with --data_dir it reads a data_prep output through the real input pipeline.
-Random weights everywhere (perceptual weights "none"): no dataset or network needed.
+The XLA modes of one phase and batch size are timed in alternation, one loop call each per
+round, and the median reported (the machine may be shared). Random weights everywhere
+(perceptual weights "none"): no dataset or network needed.
 
   python -m trainer.bench_step                                  # the paper's models, GPU or CPU
-  python -m trainer.bench_step --batch_sizes=16 --steps=4 --num_blocks=4   # minutes on 2 CPU cores
+  python -m trainer.bench_step --batch_sizes=16 --rounds=3 --num_blocks=4   # minutes on 2 CPU cores
 
 On CPU, XLA auto-clustering (--xla_modes=auto) only clusters when the process starts with
 TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
@@ -19,7 +21,8 @@ from trainer import strategy as strategy_lib
 _PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
 _XLA_MODES = flags.DEFINE_list("xla_modes", list(steps.XLA_MODES), "XLA modes to time.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64"], "Global batch sizes.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per row (after one warm-up call).")
+_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times one loop call of every "
+                                "XLA mode in alternation (medians reported).")
 _STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call.")
 _NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
 _CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
@@ -40,16 +43,24 @@ def _iterator(strategy, batch_size, spec):
         input_pipeline.train_dataset_fn(config)))
 
 
-def _row(strategy, spec, phase, xla, batch_size):
+def _warm_loop_call(strategy, spec, phase, xla, batch_size):
     built = benchmarking.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
     config = steps.StepConfig(phase=phase, global_batch_size=batch_size,
                               steps_per_loop=_STEPS_PER_LOOP.value, xla=xla,
                               mixed_precision=_MIXED_PRECISION.value)
     loop_fn = steps.build_train_loop_fn(strategy, config, built.generator, built.discriminator,
                                         built.content_model, built.g_optimizer, built.d_optimizer)
-    rate = benchmarking.steps_per_second(loop_fn, _iterator(strategy, batch_size, spec),
-                                         config.steps_per_loop, _STEPS.value)
-    return [phase, xla, steps.resolve_xla_mode(xla, strategy), batch_size, rate, rate * batch_size]
+    call = benchmarking.loop_call(loop_fn, _iterator(strategy, batch_size, spec))
+    call()  # traced and compiled now: auto-clustering is a process-wide setting of this mode
+    return call, config.steps_per_loop
+
+
+def _rows(strategy, spec, phase, batch_size):
+    candidates = {xla: _warm_loop_call(strategy, spec, phase, xla, batch_size)
+                  for xla in _XLA_MODES.value}
+    rates = benchmarking.interleaved_steps_per_second(candidates, _ROUNDS.value, warm_up=False)
+    return [[phase, xla, steps.resolve_xla_mode(xla, strategy), batch_size, rate,
+             rate * batch_size] for xla, rate in rates.items()]
 
 
 def main(argv):
@@ -58,8 +69,8 @@ def main(argv):
     strategy = strategy_lib.create_strategy(_STRATEGY.value)
     spec = benchmarking.ModelSpec(hr_patch_size=_HR_PATCH_SIZE.value,
                                   num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
-    rows = [_row(strategy, spec, phase, xla, int(batch))
-            for phase in _PHASES.value for xla in _XLA_MODES.value for batch in _BATCH_SIZES.value]
+    rows = [row for phase in _PHASES.value for batch in _BATCH_SIZES.value
+            for row in _rows(strategy, spec, phase, int(batch))]
     print(f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on "
           f"{', '.join(strategy.extended.worker_devices)}; input: "
           f"{_DATA_DIR.value or 'synthetic, on device'}; generator {spec.num_blocks} blocks x "

@@ -95,18 +95,7 @@ class RepeatedBatch:
         return self._batch
 
 
-def steps_per_second(loop_fn, iterator, steps_per_loop, timed_steps):
-    """Steps/s of `loop_fn` after one warm-up call; at least one timed call."""
-    _wait(loop_fn(iterator))
-    calls = max(1, round(timed_steps / steps_per_loop))
-    start = time.perf_counter()
-    for _ in range(calls):
-        metrics = loop_fn(iterator)
-    _wait(metrics)
-    return calls * steps_per_loop / (time.perf_counter() - start)
-
-
-def interleaved_steps_per_second(step_fns, rounds):
+def interleaved_steps_per_second(step_fns, rounds, warm_up=True):
     """Median steps/s of each of several step functions, timed in alternation.
 
     On a shared machine the load drifts; alternating the candidates within every round exposes
@@ -114,12 +103,13 @@ def interleaved_steps_per_second(step_fns, rounds):
 
     Args:
       step_fns: dict name -> (fn, steps): fn() runs `steps` training steps and returns when done.
-      rounds: timed rounds (after one warm-up call of each).
+      rounds: timed rounds.
+      warm_up: call each fn once before timing (tracing, compilation).
 
     Returns:
       dict name -> median steps/s.
     """
-    for fn, _ in step_fns.values():
+    for fn, _ in step_fns.values() if warm_up else ():
         fn()
     seconds = {name: [] for name in step_fns}
     for _ in range(rounds):
