@@ -105,39 +105,22 @@ class Controller:
     def __init__(self, config: TrainConfig, strategy):
         self.config = config
         self.strategy = strategy
+        self.is_chief = strategy_lib.is_chief(strategy)
         self.manifest = input_pipeline.open_dataset(config.data_dir, config.hr_patch_size,
                                                     split="train")
         self.generator_config = generator_store.GeneratorConfig(
             scale=self.manifest.scale, num_blocks=config.num_blocks, channels=config.channels,
             bicubic_skip=config.bicubic_skip)
-        self.is_chief = strategy_lib.is_chief(strategy)
         if self.is_chief:
             generator_store.write_config(config.model_dir, self.generator_config)
-        if config.seed is not None:
-            keras.utils.set_random_seed(config.seed)
-        previous_policy = keras.mixed_precision.global_policy()
-        if config.optimizer.mixed_precision:
-            # Models built under this policy compute in float16 and keep float32 variables.
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            self.state = train_state.build_state(
-                strategy, config.phase, self.generator_config, config.hr_patch_size,
-                config.optimizer, config.perceptual_network, config.perceptual_weights)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
+        self.state = self._build_state()
         self.phase_dir = generator_store.phase_dir(config.model_dir, config.phase)
         self.write_dir = strategy_lib.write_dir(self.phase_dir, strategy)
         self.checkpoint = train_state.make_checkpoint(self.state)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.write_dir, max_to_keep=config.max_checkpoints,
             step_counter=self.state.global_step)
-        # Non-chief workers restore from the chief's directory, where the real checkpoints are.
-        restore_manager = tf.train.CheckpointManager(self.checkpoint, self.phase_dir, None)
-        note = train_state.restore_or_initialize(restore_manager, self.checkpoint, self.state,
-                                                 config.phase, config.model_dir,
-                                                 config.init_checkpoint)
-        train_state.apply_learning_rates(self.state, config.optimizer)
-        logging.info("Phase %s: %s.", config.phase, note)
+        self._restore()
         dataset = strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(
             _input_config(config, self.state.step())))
         self.iterator = iter(dataset)
@@ -147,6 +130,30 @@ class Controller:
         self._loop_fns = {}
         self._stop_requested = False
         self._saved_step = self.state.step()
+
+    def _build_state(self):
+        config = self.config
+        if config.seed is not None:
+            keras.utils.set_random_seed(config.seed)
+        previous_policy = keras.mixed_precision.global_policy()
+        if config.optimizer.mixed_precision:
+            # Models built under this policy compute in float16 and keep float32 variables.
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            return train_state.build_state(
+                self.strategy, config.phase, self.generator_config, config.hr_patch_size,
+                config.optimizer, config.perceptual_network, config.perceptual_weights)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+    def _restore(self):
+        # Every worker restores from the chief's directory, where the real checkpoints are.
+        chief_manager = tf.train.CheckpointManager(self.checkpoint, self.phase_dir, None)
+        note = train_state.restore_or_initialize(chief_manager, self.checkpoint, self.state,
+                                                 self.config.phase, self.config.model_dir,
+                                                 self.config.init_checkpoint)
+        train_state.apply_learning_rates(self.state, self.config.optimizer)
+        logging.info("Phase %s: %s.", self.config.phase, note)
 
     # -- the step -----------------------------------------------------------------------------
 
