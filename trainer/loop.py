@@ -57,6 +57,7 @@ class TrainConfig:
     num_grid_images: int = 4
     init_checkpoint: str | None = None
     seed: int | None = None
+    replay_input_on_resume: bool = False  # with a seed: a resumed run continues the same stream
     crops_per_image: int | None = None  # None: the input pipeline's default
     shuffle_buffer: int | None = None
 
@@ -69,20 +70,35 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
 
 
-def _input_config(config, start_step):
-    """The input stream of a run that starts at `start_step`.
+def _input_fn(config, start_step):
+    """The input of a run that starts at `start_step`: fn(input_context) -> dataset.
 
     TF 2.21 cannot checkpoint a tf.distribute iterator (DistributedIterator and the
     OwnedMultiDeviceIterator inside it are not Trackable, for every strategy), so a resumed run
-    cannot continue the exact stream. With a seed, the resumed stream is seeded from the seed
-    and the start step: reproducible, and not a replay of the batches the run already saw.
+    cannot restore the stream position. By default a seeded resumed stream is seeded from the
+    seed and the start step: reproducible, and not a replay of the batches already seen.
+    replay_input_on_resume instead skips the batches consumed so far, so a resumed run sees
+    exactly the uninterrupted run's stream (the skipped batches are still decoded: costly late
+    in a long run).
     """
-    seed = None if config.seed is None else config.seed + 7919 * start_step
+    replay = config.replay_input_on_resume and config.seed is not None
+    seed = config.seed
+    if seed is not None and not replay:
+        seed += 7919 * start_step
     optional = {k: getattr(config, k) for k in ("crops_per_image", "shuffle_buffer")
                 if getattr(config, k) is not None}
-    return input_pipeline.TrainInputConfig(
+    dataset_fn = input_pipeline.train_dataset_fn(input_pipeline.TrainInputConfig(
         data_dir=config.data_dir, hr_patch_size=config.hr_patch_size,
-        global_batch_size=config.global_batch_size, seed=seed, **optional)
+        global_batch_size=config.global_batch_size, seed=seed, **optional))
+    if not replay or start_step == 0:
+        return dataset_fn
+
+    def replayed(context):
+        # A pipeline feeds its worker's local replicas one batch each per step.
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        return dataset_fn(context).skip(start_step * local_replicas)
+
+    return replayed
 
 
 def _every(step, previous, interval):
@@ -121,8 +137,8 @@ class Controller:
             self.checkpoint, self.write_dir, max_to_keep=config.max_checkpoints,
             step_counter=self.state.global_step)
         self._restore()
-        dataset = strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(
-            _input_config(config, self.state.step())))
+        dataset = strategy.distribute_datasets_from_function(
+            _input_fn(config, self.state.step()))
         self.iterator = iter(dataset)
         self.reporter = reporting.Reporter(posixpath.join(self.write_dir, "summaries"),
                                            posixpath.join(self.write_dir, "images"),

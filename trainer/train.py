@@ -73,6 +73,9 @@ _INIT_CHECKPOINT = flags.DEFINE_string(
     "init_checkpoint", None, "Checkpoint prefix whose generator starts a phase that has no "
     "checkpoint of its own (gan default: the pretrain phase's latest).")
 _SEED = flags.DEFINE_integer("seed", None, "Seeds weights and the input stream.")
+_REPLAY_INPUT_ON_RESUME = flags.DEFINE_bool(
+    "replay_input_on_resume", False, "With --seed: a resumed run skips the batches already "
+    "consumed and continues the uninterrupted run's exact stream (slow late in long runs).")
 
 
 def _phase_value(phase, common, gan):
@@ -105,6 +108,7 @@ def _config():
         max_checkpoints=_MAX_CHECKPOINTS.value, log_steps=_LOG_STEPS.value,
         eval_steps=_EVAL_STEPS.value, image_steps=_IMAGE_STEPS.value,
         init_checkpoint=_INIT_CHECKPOINT.value, seed=_SEED.value,
+        replay_input_on_resume=_REPLAY_INPUT_ON_RESUME.value,
         crops_per_image=_CROPS_PER_IMAGE.value, shuffle_buffer=_SHUFFLE_BUFFER.value)
 
 

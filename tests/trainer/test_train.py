@@ -140,6 +140,23 @@ def test_resume_restores_identical_state_and_continues_to_the_total(pretrained, 
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")).endswith("ckpt-6")
 
 
+def test_interrupted_run_with_input_replay_matches_the_uninterrupted_run(data_dir, strategy,
+                                                                        tmp_path):
+    def run(model_dir, train_steps):
+        config = _config(data_dir, str(model_dir), train_steps=train_steps,
+                         replay_input_on_resume=True)
+        loop.train(config, strategy)
+        return _checkpoint_values(tf.train.latest_checkpoint(os.path.join(model_dir,
+                                                                          "pretrain")))
+
+    uninterrupted = run(tmp_path / "uninterrupted", 4)
+    run(tmp_path / "interrupted", 2)
+    resumed = run(tmp_path / "interrupted", 4)
+    assert set(resumed) == set(uninterrupted)
+    for name, value in uninterrupted.items():
+        np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_non_finite_loss_stops_without_saving(pretrained, data_dir, strategy, tmp_path):
     model_dir = str(tmp_path / "model")
     shutil.copytree(pretrained, model_dir, ignore=shutil.ignore_patterns("gan"))
