@@ -21,6 +21,7 @@ from trainer import (
     losses,
     reporting,
     steps,
+    train_input,
     train_state,
 )
 from trainer import strategy as strategy_lib
@@ -70,37 +71,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
 
 
-def _input_fn(config, start_step):
-    """The input of a run that starts at `start_step`: fn(input_context) -> dataset.
-
-    TF 2.21 cannot checkpoint a tf.distribute iterator (DistributedIterator and the
-    OwnedMultiDeviceIterator inside it are not Trackable, for every strategy), so a resumed run
-    cannot restore the stream position. By default a seeded resumed stream is seeded from the
-    seed and the start step: reproducible, and not a replay of the batches already seen.
-    replay_input_on_resume instead skips the batches consumed so far, so a resumed run sees
-    exactly the uninterrupted run's stream (the skipped batches are still decoded: costly late
-    in a long run).
-    """
-    replay = config.replay_input_on_resume and config.seed is not None
-    seed = config.seed
-    if seed is not None and not replay:
-        seed += 7919 * start_step
-    optional = {k: getattr(config, k) for k in ("crops_per_image", "shuffle_buffer")
-                if getattr(config, k) is not None}
-    dataset_fn = input_pipeline.train_dataset_fn(input_pipeline.TrainInputConfig(
-        data_dir=config.data_dir, hr_patch_size=config.hr_patch_size,
-        global_batch_size=config.global_batch_size, seed=seed, **optional))
-    if not replay or start_step == 0:
-        return dataset_fn
-
-    def replayed(context):
-        # A pipeline feeds its worker's local replicas one batch each per step.
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        return dataset_fn(context).skip(start_step * local_replicas)
-
-    return replayed
-
-
 def _every(step, previous, interval):
     return interval > 0 and step // interval > previous // interval
 
@@ -138,7 +108,7 @@ class Controller:
             step_counter=self.state.global_step)
         self._restore()
         dataset = strategy.distribute_datasets_from_function(
-            _input_fn(config, self.state.step()))
+            train_input.input_fn(config, self.state.step()))
         self.iterator = iter(dataset)
         self.reporter = reporting.Reporter(posixpath.join(self.write_dir, "summaries"),
                                            posixpath.join(self.write_dir, "images"),
