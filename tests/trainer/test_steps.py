@@ -1,5 +1,7 @@
 """The training step on tiny models: 2-replica MirroredStrategy on logical CPUs, XLA modes, AMP."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -13,10 +15,15 @@ HR_SIZE = 32
 SCALE = 4
 
 
+@functools.cache
 def _mirrored():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # One strategy per process, as in training: strategies created side by side reuse
+    # collective instance keys. Host reduction is what trainer.strategy picks on CPU.
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+@functools.cache
 def _one_device():
     return tf.distribute.OneDeviceStrategy("/cpu:0")
 
