@@ -21,7 +21,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_out", "Where every stage w
 _FLAGFILE = flags.DEFINE_string("train_flagfile", "configs/quickstart.flags",
                                 "Trainer flagfile for both phases.")
 _MODEL_NAME = flags.DEFINE_string("model_name", "srgan", "Served model name.")
-_KEEP = flags.DEFINE_boolean("keep", False, "Keep an existing --output_dir instead of starting over.")
+_KEEP = flags.DEFINE_boolean("keep", False,
+                             "Keep an existing --output_dir instead of starting over.")
 
 PY = sys.executable
 

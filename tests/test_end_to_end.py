@@ -20,7 +20,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _run_demo(output_dir, flagfile):
     return subprocess.run(
-        [sys.executable, "-m", "demo", f"--output_dir={output_dir}", f"--train_flagfile={flagfile}"],
+        [sys.executable, "-m", "demo", f"--output_dir={output_dir}",
+         f"--train_flagfile={flagfile}"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -32,7 +33,8 @@ def test_demo_chain_runs_every_stage_and_hands_over(tmp_path):
 
     manifest = schema.read_manifest(str(out / "data"))
     examples = sum(split.num_examples for split in manifest.splits.values())
-    assert manifest.num_inputs == examples + manifest.num_rejected == len(os.listdir(out / "photos"))
+    num_photos = len(os.listdir(out / "photos"))
+    assert manifest.num_inputs == examples + manifest.num_rejected == num_photos
     assert manifest.splits[schema.VALIDATION].num_examples >= 1
 
     assert (out / "model" / "pretrain" / "checkpoint").exists()

@@ -92,7 +92,8 @@ def srresnet_generator(scale=4, num_blocks=16, channels=64, bicubic_skip=False,
         x = _prelu()(x)
     outputs = layers.Conv2D(3, 9, padding="same", dtype="float32")(x)
     if bicubic_skip:
-        outputs = layers.Add(dtype="float32")([outputs, BicubicUpsample(scale, dtype="float32")(inputs)])
+        bicubic = BicubicUpsample(scale, dtype="float32")(inputs)
+        outputs = layers.Add(dtype="float32")([outputs, bicubic])
     return keras.Model(inputs, outputs, name=name)
 
 

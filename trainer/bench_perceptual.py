@@ -4,7 +4,7 @@ Runs side by side in one process: VGG54 (default), the ResNet152V2 cut at conv2_
 option), and the uncut ResNet152V2 (the cost of using the whole network, as a baseline).
 Random weights: the cost does not depend on the values.
 
-  .venv/bin/python benchmarks/perceptual_cost.py --batch_size=16 --hr_patch_size=96 --steps=3
+  python -m trainer.bench_perceptual --batch_size=16 --hr_patch_size=96 --steps=3
 """
 
 import time
