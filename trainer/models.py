@@ -90,7 +90,11 @@ def srresnet_generator(scale=4, num_blocks=16, channels=64, bicubic_skip=False,
         x = layers.Conv2D(channels * 4, 3, padding="same")(x)
         x = SubpixelUpsample(2)(x)
         x = _prelu()(x)
-    outputs = layers.Conv2D(3, 9, padding="same", dtype="float32")(x)
+    # With the bicubic skip, a zero-initialised last conv makes the untrained model exactly
+    # bicubic, so training can only start from the baseline and improve on it.
+    last_init = "zeros" if bicubic_skip else "glorot_uniform"
+    outputs = layers.Conv2D(3, 9, padding="same", kernel_initializer=last_init,
+                            dtype="float32")(x)
     if bicubic_skip:
         bicubic = BicubicUpsample(scale, dtype="float32")(inputs)
         outputs = layers.Add(dtype="float32")([outputs, bicubic])
