@@ -6,6 +6,7 @@ reader test here exercises the real format.
 
 import io
 import os
+import pathlib
 
 import numpy as np
 import tensorflow as tf
@@ -78,3 +79,9 @@ def write_dataset(out_dir, splits, scale=4, num_shards=2, compressed=False):
     with open(schema.manifest_path(out_dir), "w") as f:
         f.write(manifest.to_json())
     return manifest
+
+
+# The real benchmark pairs beside the checkout (../shared/data), or where SRGAN_SHARED_DATA points.
+# Tests that need them skip when they are absent: the project itself never needs them.
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("SRGAN_SHARED_DATA", REPO.parent / "shared" / "data"))

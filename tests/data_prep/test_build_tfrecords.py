@@ -24,7 +24,7 @@ from tests import fixtures
 from tests.data_prep import image_files
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-_SET14 = _REPO.parent / "shared" / "data" / "Set14_x4"
+_SET14 = fixtures.SHARED_DATA / "Set14_x4"
 _IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
 

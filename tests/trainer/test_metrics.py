@@ -1,6 +1,5 @@
 """Y-channel PSNR/SSIM: the published bicubic baselines, exact cases, and a reference SSIM."""
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from skimage.metrics import structural_similarity
 from tests import fixtures
 from trainer import evaluation, metrics
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = fixtures.SHARED_DATA
 
 
 def _bicubic_means(folder):
