@@ -88,6 +88,10 @@ class PairConfig:
             raise ValueError("hr_crop_stride needs hr_crop_size")
         if self.hr_crop_stride is not None and self.hr_crop_stride <= 0:
             raise ValueError(f"hr_crop_stride must be positive, got {self.hr_crop_stride}")
+        if self.hr_crop_stride is not None and self.hr_crop_stride % self.scale:
+            # Tile origins must sit on the LR grid, or HR and LR tiles would be misaligned.
+            raise ValueError(f"hr_crop_stride {self.hr_crop_stride} is not a multiple of the "
+                             f"scale {self.scale}")
         if self.hr_crop_size and self.hr_crop_size // self.scale < self.min_lr_size:
             raise ValueError(f"hr_crop_size {self.hr_crop_size} gives LR tiles smaller than "
                              f"min_lr_size={self.min_lr_size}")

@@ -100,6 +100,15 @@ def format_predict_response(outputs, request_format):
     return {"predictions": [{n: v[i] for n, v in values.items()} for i in range(batch)]}
 
 
+def _content_length(header):
+    """The request body size; a missing header is an empty body, a bad one a 400."""
+    if header is None:
+        return 0
+    if not header.strip().isdigit():
+        raise RequestError(INVALID_ARGUMENT, f"Bad Content-Length header: {header!r}.")
+    return int(header)
+
+
 def make_handler(manager):
     """An http.server handler class bound to a model_manager.ModelManager."""
 
@@ -138,8 +147,13 @@ def make_handler(manager):
             self._handle(self._predict)
 
         def _predict(self):
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = _content_length(self.headers.get("Content-Length"))
+            except RequestError:
+                self.close_connection = True  # the body's extent is unknown: no keep-alive
+                raise
             if length > MAX_BODY_BYTES:
+                self.close_connection = True  # the unread body must not be parsed as a request
                 raise RequestError(INVALID_ARGUMENT, f"Request body over {MAX_BODY_BYTES} bytes.")
             body = self.rfile.read(length)
             name, version = self._route(want_predict=True)

@@ -17,8 +17,13 @@ def plan(input_path, output_path):
         names = sorted(n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise FileNotFoundError(f"No {'/'.join(IMAGE_EXTENSIONS)} images in {input_path}.")
-        return [(os.path.join(input_path, n), os.path.join(output_path, _png_name(n)))
-                for n in names]
+        outputs = [_png_name(n) for n in names]
+        clashes = sorted({o for o in outputs if outputs.count(o) > 1})
+        if clashes:
+            raise ValueError(f"Several inputs in {input_path} would write the same output "
+                             f"{clashes}: rename them (e.g. a.png and a.jpg).")
+        return [(os.path.join(input_path, n), os.path.join(output_path, o))
+                for n, o in zip(names, outputs, strict=True)]
     if not os.path.isfile(input_path):
         raise FileNotFoundError(f"{input_path} is neither an image file nor a folder.")
     if os.path.isdir(output_path) or output_path.endswith(os.sep):

@@ -130,6 +130,7 @@ def test_tiles_are_aligned_and_cover_the_image():
 @pytest.mark.parametrize("kwargs, words", [
     ({"hr_crop_size": 30}, "multiple of the scale"),
     ({"hr_crop_stride": 16}, "needs hr_crop_size"),
+    ({"hr_crop_size": 96, "hr_crop_stride": 50}, "stride 50 is not a multiple"),
     ({"hr_crop_size": 48, "min_lr_size": 24}, "smaller than min_lr_size"),
     ({"scale": 5}, "scale must be"),
 ])

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import client_lib, signatures
+from serving import client_lib, signatures, upscale_files
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE, run_module
 
@@ -87,3 +87,10 @@ def test_cli_reports_unknown_model_without_traceback(server, tmp_path):
                         f"--output={tmp_path / 'sr.png'}")
     assert result.returncode == 1
     assert "error: Not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_folder_inputs_that_would_write_the_same_output_are_refused(tmp_path):
+    for name in ("a.png", "a.jpg", "b.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"same output \['a.png'\]"):
+        upscale_files.plan(str(tmp_path), str(tmp_path / "out"))

@@ -2,6 +2,7 @@
 
 import base64
 import concurrent.futures
+import http.client
 import io
 import json
 import urllib.error
@@ -110,6 +111,20 @@ def test_rest_bad_request_then_good_request(server, loaded, case):
     status, answer = _post(server, path, body)
     assert status == want_status, answer
     assert want_text.lower() in answer["error"].lower()
+    _assert_good_rest_request(server, loaded)
+
+
+@pytest.mark.parametrize("length", ["-1", "abc"])
+def test_rest_bad_content_length_is_a_400_then_good_request(server, loaded, length):
+    host, port = server.rest_address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", PREDICT)
+    connection.putheader("Content-Length", length)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400
+    assert "content-length" in json.loads(response.read())["error"].lower()
+    connection.close()
     _assert_good_rest_request(server, loaded)
 
 
