@@ -41,6 +41,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._version = None
         self._model = None
+        self._failed_version = None  # a version that failed to load is not retried every poll
         self._stop = threading.Event()
         self._poller = None
 
@@ -51,13 +52,17 @@ class ModelManager:
     def load_newest(self):
         """Loads the newest version if newer than the served one; returns the served version."""
         versions = export_lib.list_versions(self.model_base_path)
-        if not versions or versions[-1] == self._version:
+        if not versions or versions[-1] in (self._version, self._failed_version):
             return self._version
         version = versions[-1]
         export_dir = posixpath.join(self.model_base_path, str(version))
-        model = tf.saved_model.load(export_dir)
-        if self._warmup:
-            self._run_warmup(model, export_dir)
+        try:
+            model = tf.saved_model.load(export_dir)
+            if self._warmup:
+                self._run_warmup(model, export_dir)
+        except Exception:
+            self._failed_version = version
+            raise
         with self._lock:
             self._version, self._model = version, model
         logging.info("Serving %s version %d from %s", self.model_name, version, export_dir)

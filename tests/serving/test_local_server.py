@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from serving import client_lib, export_lib
+from serving import client_lib, export_lib, model_manager
 from tests.fixtures import make_image
 from tests.serving.conftest import MODEL_NAME, REPO, SCALE, TILING, generator_uint8
 
@@ -84,3 +84,16 @@ def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir
         export_lib.export_generator(generator, SCALE, base, MODEL_NAME, version=2,
                                     tiling_config=TILING)
     assert sorted(os.listdir(os.path.join(base, MODEL_NAME))) == ["1", "2"]
+
+
+def test_a_broken_new_version_keeps_the_old_one_served_and_is_not_reloaded(export_dir, tmp_path):
+    base = tmp_path / MODEL_NAME
+    shutil.copytree(export_dir, base / "1")
+    manager = model_manager.ModelManager(str(base), MODEL_NAME, warmup=False)
+    assert manager.load_newest() == 1
+    (base / "2").mkdir()
+    (base / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(Exception):  # noqa: B017 - whatever TF raises for a corrupt SavedModel
+        manager.load_newest()
+    assert manager.load_newest() == 1  # remembered as broken: no second load attempt
+    assert manager.version == 1
