@@ -5,6 +5,7 @@ the model base path is served, a newer one is picked up by polling, and requests
 with a TF Serving status code (INVALID_ARGUMENT, NOT_FOUND) rather than raising raw TF errors.
 """
 
+import dataclasses
 import logging
 import posixpath
 import re
@@ -98,12 +99,14 @@ class ModelManager:
 
     def status(self, model_name, version=None):
         """TF Serving's GetModelStatus answer as a dict (the REST GET /v1/models/<name> body)."""
-        served = self._resolve(model_name, version)[0]
+        served = self.resolve(model_name, version).version
         return {"model_version_status": [{
             "version": str(served), "state": "AVAILABLE",
             "status": {"error_code": "OK", "error_message": ""}}]}
 
-    def _resolve(self, model_name, version):
+    def resolve(self, model_name, version=None):
+        """The Servable a request names; one request uses one Servable throughout, so a version
+        loaded meanwhile cannot change the model between parsing and running the request."""
         with self._lock:
             served, model = self._version, self._model
         if model_name != self.model_name:
@@ -114,31 +117,32 @@ class ModelManager:
         if version is not None and int(version) != served:
             raise RequestError(NOT_FOUND, f"Servable not found for request: "
                                           f"Specific({model_name}, {version}); serving {served}.")
-        return served, model
-
-    def input_names(self, model_name, version, signature_name):
-        """Sorted input names of a signature (None or "" means serving_default)."""
-        model = self._resolve(model_name, version)[1]
-        return sorted(input_specs(model, signature_name or signatures.BYTES_SIGNATURE))
+        return Servable(served, model)
 
     def predict(self, model_name, version, signature_name, inputs):
-        """Runs a signature.
+        """Runs a signature: (served version, {output name: numpy array}). See Servable.predict."""
+        servable = self.resolve(model_name, version)
+        return servable.version, servable.predict(signature_name, inputs)
 
-        Args:
-          model_name: must be this manager's model.
-          version: None (newest) or the integer version.
-          signature_name: None or "" means serving_default.
-          inputs: input name -> numpy array (strings as object arrays of bytes).
 
-        Returns:
-          (served version, {output name: numpy array})
+@dataclasses.dataclass(frozen=True)
+class Servable:
+    """One loaded version. A signature name of None or "" means serving_default."""
+
+    version: int
+    model: object
+
+    def input_names(self, signature_name):
+        """Sorted input names of a signature."""
+        return sorted(input_specs(self.model, signature_name or signatures.BYTES_SIGNATURE))
+
+    def predict(self, signature_name, inputs):
+        """Runs a signature on inputs (name -> numpy array; strings as object arrays of bytes).
 
         Raises:
-          RequestError: unknown model/version/signature, bad inputs, or a graph error.
+          RequestError: unknown signature, bad inputs, or a graph error.
         """
-        served, model = self._resolve(model_name, version)
-        signature_name = signature_name or signatures.BYTES_SIGNATURE
-        return served, _run_signature(model, signature_name, inputs)
+        return _run_signature(self.model, signature_name or signatures.BYTES_SIGNATURE, inputs)
 
 
 def input_specs(model, signature_name):

@@ -159,9 +159,10 @@ def make_handler(manager):
             name, version = self._route(want_predict=True)
             request = parse_json(body)
             signature = request.get("signature_name")
-            input_names = manager.input_names(name, version, signature)
-            inputs, request_format = parse_predict_request(request, input_names)
-            _, outputs = manager.predict(name, version, signature, inputs)
+            servable = manager.resolve(name, version)
+            inputs, request_format = parse_predict_request(request,
+                                                           servable.input_names(signature))
+            outputs = servable.predict(signature, inputs)
             return format_predict_response(outputs, request_format)
 
     return Handler
