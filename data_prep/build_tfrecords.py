@@ -46,10 +46,6 @@ _PNG_COMPRESS_LEVEL = flags.DEFINE_integer("png_compress_level", 1, "zlib level 
                                            lower_bound=0, upper_bound=9)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 
-_OWN_FLAGS = (_HR_GLOB, _LR_GLOB, _OUTPUT_DIR, _SCALE, _HR_KEY_REGEX, _LR_KEY_REGEX,
-              _VAL_FRACTION, _NUM_SHARDS, _SHARD_SIZE_MB, _COMPRESS, _HR_CROP_SIZE,
-              _HR_CROP_STRIDE, _MIN_LR_SIZE, _MAX_PIXELS, _PNG_COMPRESS_LEVEL, _OVERWRITE)
-
 
 def beam_options(beam_args):
     """PipelineOptions; DirectRunner defaults to multi_processing on every core."""
@@ -79,7 +75,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # Beam's INFO chatter buries the summary.
     try:
         config = job_config()
-        args = {holder.name: holder.value for holder in _OWN_FLAGS}
+        # The job's own flags (those defined in this module), recorded in the manifest.
+        own = flags.FLAGS.get_flags_for_module(sys.modules[__name__])
+        args = {flag.name: flag.value for flag in own}
         result = pipeline.run(config, beam_options(beam_args), {**args, "beam_args": beam_args})
     except ValueError as e:  # JobInputError and bad flag combinations: user errors.
         print(f"error: {e}", file=sys.stderr)
