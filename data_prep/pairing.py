@@ -51,6 +51,11 @@ def lr_key(path, scale, regex=None):
     return stem
 
 
+def file_key(is_hr, path, scale, regex=None):
+    """The pair key of an HR (is_hr) or LR file; ValueError if `regex` does not match."""
+    return hr_key(path, regex) if is_hr else lr_key(path, scale, regex)
+
+
 @dataclasses.dataclass(frozen=True)
 class Pairing:
     pairs: list  # (key, hr_path, lr_path), sorted by key
@@ -67,7 +72,7 @@ def pair_paths(hr_paths, lr_paths, scale, hr_regex=None, lr_regex=None) -> Pairi
     for role, paths in ((0, hr_paths), (1, lr_paths)):
         for path in paths:
             try:
-                key = hr_key(path, hr_regex) if role == 0 else lr_key(path, scale, lr_regex)
+                key = file_key(role == 0, path, scale, hr_regex if role == 0 else lr_regex)
             except ValueError as e:
                 rejected.append((path, None, str(e)))
                 continue

@@ -41,10 +41,7 @@ class KeyFileFn(beam.DoFn):
     def process(self, path):
         self._files.inc()
         try:
-            if self._role == HR:
-                key = pairing.hr_key(path, self._regex)
-            else:
-                key = pairing.lr_key(path, self._scale, self._regex)
+            key = pairing.file_key(self._role == HR, path, self._scale, self._regex)
         except ValueError as e:
             Metrics.counter(_NAMESPACE, "rejected_bad_name").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, None, str(e)))
