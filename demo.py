@@ -18,11 +18,13 @@ from absl import app, flags
 from PIL import Image
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_out", "Where every stage writes.")
-_FLAGFILE = flags.DEFINE_string("train_flagfile", "configs/quickstart.flags",
-                                "Trainer flagfile for both phases.")
+_FLAGFILE = flags.DEFINE_string(
+    "train_flagfile", "configs/quickstart.flags", "Trainer flagfile for both phases."
+)
 _MODEL_NAME = flags.DEFINE_string("model_name", "srgan", "Served model name.")
-_KEEP = flags.DEFINE_boolean("keep", False,
-                             "Keep an existing --output_dir instead of starting over.")
+_KEEP = flags.DEFINE_boolean(
+    "keep", False, "Keep an existing --output_dir instead of starting over."
+)
 
 PY = sys.executable
 
@@ -62,9 +64,19 @@ class LocalServer:
 
     def __init__(self, model_base_path, model_name):
         self.process = subprocess.Popen(
-            [PY, "-m", "serving.local_server", f"--model_base_path={model_base_path}",
-             f"--model_name={model_name}", "--rest_port=0", "--grpc_port=0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                PY,
+                "-m",
+                "serving.local_server",
+                f"--model_base_path={model_base_path}",
+                f"--model_name={model_name}",
+                "--rest_port=0",
+                "--grpc_port=0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.rest, self.grpc = self._read_ports()
 
     def _read_ports(self, timeout=120):
@@ -110,8 +122,10 @@ def main(argv):
     if os.path.exists(out) and not _KEEP.value:
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
-    paths = {name: os.path.join(out, name) for name in
-             ("photos", "data", "model", "export", "requests", "results")}
+    paths = {
+        name: os.path.join(out, name)
+        for name in ("photos", "data", "model", "export", "requests", "results")
+    }
     stages = Stages()
     try:
         _run_chain(stages, paths)
@@ -122,41 +136,92 @@ def main(argv):
 
 
 def _run_chain(stages, paths):
-    stages.run("sample photos", lambda: command(
-        PY, "-m", "data_prep.sample_images", f"--output_dir={paths['photos']}"))
-    stages.run("Beam job -> TFRecords", lambda: command(
-        PY, "-m", "data_prep.build_tfrecords", f"--hr_glob={paths['photos']}/*.png",
-        f"--output_dir={paths['data']}", "--scale=4", "--val_fraction=0.25",
-        "--direct_num_workers=2", "--direct_running_mode=multi_processing"))
+    stages.run(
+        "sample photos",
+        lambda: command(PY, "-m", "data_prep.sample_images", f"--output_dir={paths['photos']}"),
+    )
+    stages.run(
+        "Beam job -> TFRecords",
+        lambda: command(
+            PY,
+            "-m",
+            "data_prep.build_tfrecords",
+            f"--hr_glob={paths['photos']}/*.png",
+            f"--output_dir={paths['data']}",
+            "--scale=4",
+            "--val_fraction=0.25",
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ),
+    )
     for phase in ("pretrain", "gan"):
-        stages.run(f"train ({phase})", lambda phase=phase: command(
-            PY, "-m", "trainer.train", f"--flagfile={_FLAGFILE.value}", f"--phase={phase}",
-            f"--data_dir={paths['data']}", f"--model_dir={paths['model']}"))
+        stages.run(
+            f"train ({phase})",
+            lambda phase=phase: command(
+                PY,
+                "-m",
+                "trainer.train",
+                f"--flagfile={_FLAGFILE.value}",
+                f"--phase={phase}",
+                f"--data_dir={paths['data']}",
+                f"--model_dir={paths['model']}",
+            ),
+        )
     eval_json = os.path.join(paths["results"], "evaluation.json")
     os.makedirs(paths["results"], exist_ok=True)
-    stages.run("evaluate vs bicubic", lambda: command(
-        PY, "-m", "trainer.evaluate", f"--data_dir={paths['data']}", "--split=validation",
-        f"--checkpoint={paths['model']}", f"--output_json={eval_json}"))
-    stages.run("export SavedModel", lambda: command(
-        PY, "-m", "serving.export", f"--model_dir={paths['model']}",
-        f"--export_base={paths['export']}", f"--model_name={_MODEL_NAME.value}"))
+    stages.run(
+        "evaluate vs bicubic",
+        lambda: command(
+            PY,
+            "-m",
+            "trainer.evaluate",
+            f"--data_dir={paths['data']}",
+            "--split=validation",
+            f"--checkpoint={paths['model']}",
+            f"--output_json={eval_json}",
+        ),
+    )
+    stages.run(
+        "export SavedModel",
+        lambda: command(
+            PY,
+            "-m",
+            "serving.export",
+            f"--model_dir={paths['model']}",
+            f"--export_base={paths['export']}",
+            f"--model_name={_MODEL_NAME.value}",
+        ),
+    )
     os.makedirs(paths["requests"], exist_ok=True)
     lr_path = os.path.join(paths["requests"], "lr.png")
     pick_demo_image(paths["photos"]).save(lr_path)
-    server = stages.run("start local server", lambda: LocalServer(
-        os.path.join(paths["export"], _MODEL_NAME.value), _MODEL_NAME.value))
+    server = stages.run(
+        "start local server",
+        lambda: LocalServer(os.path.join(paths["export"], _MODEL_NAME.value), _MODEL_NAME.value),
+    )
     try:
         for protocol, address in (("rest", server.rest), ("grpc", server.grpc)):
             sr_path = os.path.join(paths["results"], f"sr_{protocol}.png")
-            stages.run(f"upscale over {protocol.upper()}", lambda p=protocol, a=address, s=sr_path:
-                       command(PY, "-m", "serving.client", f"--server={a}", f"--protocol={p}",
-                               f"--model_name={_MODEL_NAME.value}", f"--input={lr_path}",
-                               f"--output={s}"))
+            stages.run(
+                f"upscale over {protocol.upper()}",
+                lambda p=protocol, a=address, s=sr_path: command(
+                    PY,
+                    "-m",
+                    "serving.client",
+                    f"--server={a}",
+                    f"--protocol={p}",
+                    f"--model_name={_MODEL_NAME.value}",
+                    f"--input={lr_path}",
+                    f"--output={s}",
+                ),
+            )
     finally:
         stages.run("stop local server", server.stop)
     grid = os.path.join(paths["results"], "lr_bicubic_sr.png")
-    stages.run("side-by-side PNG", lambda: side_by_side(
-        lr_path, os.path.join(paths["results"], "sr_rest.png"), grid))
+    stages.run(
+        "side-by-side PNG",
+        lambda: side_by_side(lr_path, os.path.join(paths["results"], "sr_rest.png"), grid),
+    )
     _summary(stages, paths, eval_json, grid)
 
 
@@ -167,9 +232,11 @@ def _summary(stages, paths, eval_json, grid):
     for name in ("photos", "data", "model", "export"):
         print(f"{name:>8}: {paths[name]}")
     print(f"    grid: {grid}")
-    print(f"validation PSNR/SSIM (Y): model {scores['model']['psnr']:.2f} dB / "
-          f"{scores['model']['ssim']:.4f}, bicubic {scores['bicubic']['psnr']:.2f} dB / "
-          f"{scores['bicubic']['ssim']:.4f}")
+    print(
+        f"validation PSNR/SSIM (Y): model {scores['model']['psnr']:.2f} dB / "
+        f"{scores['model']['ssim']:.4f}, bicubic {scores['bicubic']['psnr']:.2f} dB / "
+        f"{scores['bicubic']['ssim']:.4f}"
+    )
     for name, seconds in stages.times.items():
         print(f"  {seconds:7.1f} s  {name}")
     print(f"  {sum(stages.times.values()):7.1f} s  total")

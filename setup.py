@@ -1,4 +1,5 @@
 """Installable SRGAN project: Beam data prep, tf.data + tf.distribute trainer, TF Serving export."""
+
 import setuptools
 
 # protobuf 6.x is the only major that TF 2.21, Beam 2.77 and tensorflow-serving-api 2.21 all accept.
@@ -23,8 +24,9 @@ setuptools.setup(
     description="Image super-resolution with SRResNet/SRGAN on TensorFlow: Beam data prep, "
     "distributed training, TF Serving export.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["data_prep", "data_prep.*", "trainer", "trainer.*",
-                                               "serving", "serving.*"]),
+    packages=setuptools.find_packages(
+        include=["data_prep", "data_prep.*", "trainer", "trainer.*", "serving", "serving.*"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # The built-in sample photos ship inside scikit-image's wheel (skimage.data).

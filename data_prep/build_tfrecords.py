@@ -16,57 +16,97 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from data_prep import images, pipeline
 
 _HR_GLOB = flags.DEFINE_string("hr_glob", None, "HR images (local or gs:// glob).")
-_LR_GLOB = flags.DEFINE_string("lr_glob", None, "LR images; omit to synthesise LR by "
-                               "antialiased bicubic downscale of HR.")
+_LR_GLOB = flags.DEFINE_string(
+    "lr_glob", None, "LR images; omit to synthesise LR by antialiased bicubic downscale of HR."
+)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
 _SCALE = flags.DEFINE_integer("scale", 4, "HR side / LR side: 2, 3, 4 or 8.")
-_HR_KEY_REGEX = flags.DEFINE_string("hr_key_regex", None, "Regex with group `key` on HR base "
-                                    "names (default: DIV2K and *_HR naming).")
-_LR_KEY_REGEX = flags.DEFINE_string("lr_key_regex", None, "Regex with group `key` on LR base "
-                                    "names (default: DIV2K 0001x4 and *_LR naming).")
-_VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Share of images (by stable key hash) "
-                                   "in the validation split; 0 writes no validation split.",
-                                   lower_bound=0.0, upper_bound=1.0)
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Shards per split (default: from "
-                                   "--shard_size_mb).", lower_bound=1)
-_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", 128.0, "Target shard size.",
-                                    lower_bound=0.001)
+_HR_KEY_REGEX = flags.DEFINE_string(
+    "hr_key_regex",
+    None,
+    "Regex with group `key` on HR base names (default: DIV2K and *_HR naming).",
+)
+_LR_KEY_REGEX = flags.DEFINE_string(
+    "lr_key_regex",
+    None,
+    "Regex with group `key` on LR base names (default: DIV2K 0001x4 and *_LR naming).",
+)
+_VAL_FRACTION = flags.DEFINE_float(
+    "val_fraction",
+    0.1,
+    "Share of images (by stable key hash) in the validation split; 0 writes no validation split.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", None, "Shards per split (default: from --shard_size_mb).", lower_bound=1
+)
+_SHARD_SIZE_MB = flags.DEFINE_float("shard_size_mb", 128.0, "Target shard size.", lower_bound=0.001)
 _COMPRESS = flags.DEFINE_bool("compress", False, "GZIP the shards (PNG bytes barely shrink).")
-_HR_CROP_SIZE = flags.DEFINE_integer("hr_crop_size", None, "Cut aligned HR/LR tiles of this "
-                                     "HR side (e.g. 480), a multiple of --scale.", lower_bound=1)
-_HR_CROP_STRIDE = flags.DEFINE_integer("hr_crop_stride", None, "HR step between tiles "
-                                       "(default: --hr_crop_size).", lower_bound=1)
-_MIN_LR_SIZE = flags.DEFINE_integer("min_lr_size", images.DEFAULT_MIN_LR_SIZE,
-                                    "Reject pairs whose LR side is smaller.", lower_bound=1)
-_MAX_PIXELS = flags.DEFINE_integer("max_pixels", images.DEFAULT_MAX_PIXELS, "Reject images "
-                                   "whose header claims more pixels (not decoded).",
-                                   lower_bound=1)
-_PNG_COMPRESS_LEVEL = flags.DEFINE_integer("png_compress_level", 1, "zlib level for PNGs the "
-                                           "job encodes (sources pass through).",
-                                           lower_bound=0, upper_bound=9)
+_HR_CROP_SIZE = flags.DEFINE_integer(
+    "hr_crop_size",
+    None,
+    "Cut aligned HR/LR tiles of this HR side (e.g. 480), a multiple of --scale.",
+    lower_bound=1,
+)
+_HR_CROP_STRIDE = flags.DEFINE_integer(
+    "hr_crop_stride", None, "HR step between tiles (default: --hr_crop_size).", lower_bound=1
+)
+_MIN_LR_SIZE = flags.DEFINE_integer(
+    "min_lr_size",
+    images.DEFAULT_MIN_LR_SIZE,
+    "Reject pairs whose LR side is smaller.",
+    lower_bound=1,
+)
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels",
+    images.DEFAULT_MAX_PIXELS,
+    "Reject images whose header claims more pixels (not decoded).",
+    lower_bound=1,
+)
+_PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
+    "png_compress_level",
+    1,
+    "zlib level for PNGs the job encodes (sources pass through).",
+    lower_bound=0,
+    upper_bound=9,
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 
 
 def beam_options(beam_args):
     """PipelineOptions; DirectRunner defaults to multi_processing on every core."""
-    defaults = ["--direct_running_mode=multi_processing",
-                f"--direct_num_workers={os.cpu_count() or 1}",
-                "--default_sdk_harness_log_level=WARNING"]
+    defaults = [
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={os.cpu_count() or 1}",
+        "--default_sdk_harness_log_level=WARNING",
+    ]
     return PipelineOptions(defaults + list(beam_args))  # later flags win
 
 
 def job_config():
     """The JobConfig from the parsed flags (raises ValueError on inconsistent values)."""
     pair = images.PairConfig(
-        scale=_SCALE.value, min_lr_size=_MIN_LR_SIZE.value, max_pixels=_MAX_PIXELS.value,
-        hr_crop_size=_HR_CROP_SIZE.value, hr_crop_stride=_HR_CROP_STRIDE.value,
-        png_compress_level=_PNG_COMPRESS_LEVEL.value)
+        scale=_SCALE.value,
+        min_lr_size=_MIN_LR_SIZE.value,
+        max_pixels=_MAX_PIXELS.value,
+        hr_crop_size=_HR_CROP_SIZE.value,
+        hr_crop_stride=_HR_CROP_STRIDE.value,
+        png_compress_level=_PNG_COMPRESS_LEVEL.value,
+    )
     return pipeline.JobConfig(
-        hr_glob=_HR_GLOB.value, output_dir=_OUTPUT_DIR.value, pair=pair, lr_glob=_LR_GLOB.value,
-        hr_key_regex=_HR_KEY_REGEX.value, lr_key_regex=_LR_KEY_REGEX.value,
-        val_fraction=_VAL_FRACTION.value, num_shards=_NUM_SHARDS.value,
-        shard_size_mb=_SHARD_SIZE_MB.value, compressed=_COMPRESS.value,
-        overwrite=_OVERWRITE.value)
+        hr_glob=_HR_GLOB.value,
+        output_dir=_OUTPUT_DIR.value,
+        pair=pair,
+        lr_glob=_LR_GLOB.value,
+        hr_key_regex=_HR_KEY_REGEX.value,
+        lr_key_regex=_LR_KEY_REGEX.value,
+        val_fraction=_VAL_FRACTION.value,
+        num_shards=_NUM_SHARDS.value,
+        shard_size_mb=_SHARD_SIZE_MB.value,
+        compressed=_COMPRESS.value,
+        overwrite=_OVERWRITE.value,
+    )
 
 
 def main(argv):

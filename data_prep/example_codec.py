@@ -43,5 +43,6 @@ def serialize(record: schema.PairRecord) -> bytes:
     values = record.feature_values()
     entries = b"".join(
         _field(1, _field(1, name.encode("utf-8")) + _field(2, _feature(dtype, values[name])))
-        for name, dtype in schema.FEATURES.items())
+        for name, dtype in schema.FEATURES.items()
+    )
     return _field(1, entries)

@@ -82,19 +82,23 @@ class PairConfig:
         if self.scale not in (2, 3, 4, 8):
             raise ValueError(f"scale must be 2, 3, 4 or 8, got {self.scale}")
         if self.hr_crop_size is not None and self.hr_crop_size % self.scale:
-            raise ValueError(f"hr_crop_size {self.hr_crop_size} is not a multiple of the "
-                             f"scale {self.scale}")
+            raise ValueError(
+                f"hr_crop_size {self.hr_crop_size} is not a multiple of the scale {self.scale}"
+            )
         if self.hr_crop_stride is not None and not self.hr_crop_size:
             raise ValueError("hr_crop_stride needs hr_crop_size")
         if self.hr_crop_stride is not None and self.hr_crop_stride <= 0:
             raise ValueError(f"hr_crop_stride must be positive, got {self.hr_crop_stride}")
         if self.hr_crop_stride is not None and self.hr_crop_stride % self.scale:
             # Tile origins must sit on the LR grid, or HR and LR tiles would be misaligned.
-            raise ValueError(f"hr_crop_stride {self.hr_crop_stride} is not a multiple of the "
-                             f"scale {self.scale}")
+            raise ValueError(
+                f"hr_crop_stride {self.hr_crop_stride} is not a multiple of the scale {self.scale}"
+            )
         if self.hr_crop_size and self.hr_crop_size // self.scale < self.min_lr_size:
-            raise ValueError(f"hr_crop_size {self.hr_crop_size} gives LR tiles smaller than "
-                             f"min_lr_size={self.min_lr_size}")
+            raise ValueError(
+                f"hr_crop_size {self.hr_crop_size} gives LR tiles smaller than "
+                f"min_lr_size={self.min_lr_size}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +121,8 @@ def _check_pixel_count(width, height, max_pixels):
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"header claims {width}x{height} = {width * height} pixels, more than "
-            f"max_pixels={max_pixels} (possible decompression bomb; not decoded)")
+            f"max_pixels={max_pixels} (possible decompression bomb; not decoded)"
+        )
 
 
 def _open(data, max_pixels):
@@ -148,8 +153,9 @@ def _to_rgb8(image):
         gray = np.clip(np.rint(wide * (255.0 / peak)), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode != "RGB":
-        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info
-                              else "RGB")
+        image = image.convert(
+            "RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"
+        )
     pixels = np.asarray(image)
     return np.ascontiguousarray(pixels[..., :3]) if pixels.shape[-1] == 4 else pixels
 
@@ -204,9 +210,15 @@ def tile_origins(length, crop, stride):
 
 def _record(key, scale, hr_pixels, hr_png, lr_pixels, lr_png):
     return schema.PairRecord(
-        key=key, scale=scale, lr_png=lr_png, lr_height=lr_pixels.shape[0],
-        lr_width=lr_pixels.shape[1], hr_png=hr_png, hr_height=hr_pixels.shape[0],
-        hr_width=hr_pixels.shape[1])
+        key=key,
+        scale=scale,
+        lr_png=lr_png,
+        lr_height=lr_pixels.shape[0],
+        lr_width=lr_pixels.shape[1],
+        hr_png=hr_png,
+        hr_height=hr_pixels.shape[0],
+        hr_width=hr_pixels.shape[1],
+    )
 
 
 def tile_key(key, y, x):
@@ -222,10 +234,16 @@ def _tiles(key, hr, lr, config):
         for x in tile_origins(hr.shape[1], crop, stride):
             hr_tile = hr[y : y + crop, x : x + crop]
             lr_tile = lr[y // scale : (y + crop) // scale, x // scale : (x + crop) // scale]
-            records.append(_record(
-                tile_key(key, y, x), scale,
-                hr_tile, encode_png(hr_tile, config.png_compress_level),
-                lr_tile, encode_png(lr_tile, config.png_compress_level)))
+            records.append(
+                _record(
+                    tile_key(key, y, x),
+                    scale,
+                    hr_tile,
+                    encode_png(hr_tile, config.png_compress_level),
+                    lr_tile,
+                    encode_png(lr_tile, config.png_compress_level),
+                )
+            )
     return records
 
 
@@ -258,11 +276,13 @@ def prepare_pair(key, hr: DecodedImage, lr: DecodedImage | None, config: PairCon
                 f"LR is {lr_pixels.shape[1]}x{lr_pixels.shape[0]} (WxH) but HR "
                 f"{hr.pixels.shape[1]}x{hr.pixels.shape[0]} (mod-cropped "
                 f"{hr_pixels.shape[1]}x{hr_pixels.shape[0]}) / {scale} is "
-                f"{expected[1]}x{expected[0]}")
+                f"{expected[1]}x{expected[0]}"
+            )
     if min(lr_pixels.shape[:2]) < config.min_lr_size:
         raise ImageTooSmallError(
             f"LR would be {lr_pixels.shape[1]}x{lr_pixels.shape[0]} (WxH), smaller than "
-            f"min_lr_size={config.min_lr_size}")
+            f"min_lr_size={config.min_lr_size}"
+        )
     if config.hr_crop_size:
         return _tiles(key, hr_pixels, lr_pixels, config)
     level = config.png_compress_level

@@ -19,8 +19,13 @@ from apache_beam.io.filesystems import FileSystems
 from data_prep import images, schema, transforms
 
 _STATS_NAME = "_job_stats.jsonl"
-_STALE_PATTERNS = ("train-*", "validation-*", f"{schema.REJECTED_PREFIX}-*", "beam-temp-*",
-                   _STATS_NAME)
+_STALE_PATTERNS = (
+    "train-*",
+    "validation-*",
+    f"{schema.REJECTED_PREFIX}-*",
+    "beam-temp-*",
+    _STATS_NAME,
+)
 
 
 class JobInputError(ValueError):
@@ -69,8 +74,10 @@ def prepare_output_dir(output_dir, overwrite):
     manifest = schema.manifest_path(output_dir)
     if FileSystems.exists(manifest):
         if not overwrite:
-            raise JobInputError(f"{output_dir} already holds a dataset ({manifest}); pass "
-                                "--overwrite to replace it.")
+            raise JobInputError(
+                f"{output_dir} already holds a dataset ({manifest}); pass "
+                "--overwrite to replace it."
+            )
         FileSystems.delete([manifest])  # First: a half-deleted directory must look incomplete.
     patterns = [_join(p, output_dir) for p in _STALE_PATTERNS]
     stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
@@ -94,8 +101,9 @@ def shards_per_split(config, total_bytes):
     if config.num_shards:
         return {split: config.num_shards for split in config.splits()}
     target = config.shard_size_mb * 2**20
-    return {split: max(1, math.ceil(total_bytes * shares[split] / target))
-            for split in config.splits()}
+    return {
+        split: max(1, math.ceil(total_bytes * shares[split] / target)) for split in config.splits()
+    }
 
 
 class _SplitStatsFn(beam.CombineFn):
@@ -107,20 +115,32 @@ class _SplitStatsFn(beam.CombineFn):
     def add_input(self, acc, element):
         key, record = element
         first = record.key == key or record.key == images.tile_key(key, 0, 0)
-        return (acc[0] + 1, min(acc[1], record.lr_height), min(acc[2], record.lr_width),
-                acc[3] + int(first))
+        return (
+            acc[0] + 1,
+            min(acc[1], record.lr_height),
+            min(acc[2], record.lr_width),
+            acc[3] + int(first),
+        )
 
     def merge_accumulators(self, accumulators):
         count, height, width, pairs = self.create_accumulator()
         for acc in accumulators:
-            count, height, width, pairs = (count + acc[0], min(height, acc[1]),
-                                           min(width, acc[2]), pairs + acc[3])
+            count, height, width, pairs = (
+                count + acc[0],
+                min(height, acc[1]),
+                min(width, acc[2]),
+                pairs + acc[3],
+            )
         return count, height, width, pairs
 
     def extract_output(self, acc):
         finite = acc[0] > 0
-        return {"num_examples": acc[0], "min_lr_height": int(acc[1]) if finite else 0,
-                "min_lr_width": int(acc[2]) if finite else 0, "num_source_pairs": acc[3]}
+        return {
+            "num_examples": acc[0],
+            "min_lr_height": int(acc[1]) if finite else 0,
+            "min_lr_width": int(acc[2]) if finite else 0,
+            "num_source_pairs": acc[3],
+        }
 
 
 def build(pipeline, config, num_shards):
@@ -129,26 +149,42 @@ def build(pipeline, config, num_shards):
     if config.lr_glob:
         paths[transforms.LR] = pipeline | "MatchLR" >> _match(config.lr_glob)
     pairs, unpaired = paths | "MatchPairs" >> transforms.MatchPairs(
-        config.pair.scale, config.hr_key_regex, config.lr_key_regex)
+        config.pair.scale, config.hr_key_regex, config.lr_key_regex
+    )
     records, invalid = pairs | "DecodeAndValidate" >> transforms.DecodeAndValidate(config.pair)
     by_split = records | "SplitByKey" >> beam.Partition(
-        lambda kv, _: schema.SPLITS.index(transforms.split_of(kv[0], config.val_fraction)), 2)
+        lambda kv, _: schema.SPLITS.index(transforms.split_of(kv[0], config.val_fraction)), 2
+    )
     rejected = (unpaired, invalid) | "MergeRejected" >> beam.Flatten()
     rejected | "WriteRejected" >> transforms.WriteDeadLetters(config.output_dir)
-    stats = [rejected | "CountRejected" >> beam.combiners.Count.Globally()
-             | "RejectedJson" >> beam.Map(lambda n: {"split": None, "num_rejected": n})]
+    stats = [
+        rejected
+        | "CountRejected" >> beam.combiners.Count.Globally()
+        | "RejectedJson" >> beam.Map(lambda n: {"split": None, "num_rejected": n})
+    ]
     for split in config.splits():
         split_records = by_split[schema.SPLITS.index(split)]
-        (split_records | f"Drop{split.title()}Keys" >> beam.Values()
-         | f"ToExample{split.title()}" >> transforms.ToExample(split)
-         | f"Write{split.title()}" >> transforms.WriteShards(
-             config.output_dir, split, num_shards[split], config.compressed))
-        stats.append(split_records | f"Stats{split.title()}" >> beam.CombineGlobally(
-            _SplitStatsFn()) | f"Label{split.title()}" >> beam.Map(
-                lambda s, name=split: {**s, "split": name}))
+        (
+            split_records
+            | f"Drop{split.title()}Keys" >> beam.Values()
+            | f"ToExample{split.title()}" >> transforms.ToExample(split)
+            | f"Write{split.title()}"
+            >> transforms.WriteShards(
+                config.output_dir, split, num_shards[split], config.compressed
+            )
+        )
+        stats.append(
+            split_records
+            | f"Stats{split.title()}" >> beam.CombineGlobally(_SplitStatsFn())
+            | f"Label{split.title()}" >> beam.Map(lambda s, name=split: {**s, "split": name})
+        )
     # One small file from one element: a plain write, far fewer stages than a WriteToText sink.
-    (stats | "MergeStats" >> beam.Flatten() | "CollectStats" >> beam.combiners.ToList()
-     | "WriteStats" >> beam.Map(_write_json_lines, _join(_STATS_NAME, config.output_dir)))
+    (
+        stats
+        | "MergeStats" >> beam.Flatten()
+        | "CollectStats" >> beam.combiners.ToList()
+        | "WriteStats" >> beam.Map(_write_json_lines, _join(_STATS_NAME, config.output_dir))
+    )
 
 
 def _write_json_lines(rows, path):
@@ -206,17 +242,25 @@ def run(config: JobConfig, options, args=None) -> JobResult:
     splits = {
         split: schema.SplitInfo(
             num_examples=stats[split]["num_examples"],
-            files=tuple(schema.shard_name(split, i, num_shards[split], config.compressed)
-                        for i in range(num_shards[split])),
+            files=tuple(
+                schema.shard_name(split, i, num_shards[split], config.compressed)
+                for i in range(num_shards[split])
+            ),
             min_lr_height=stats[split]["min_lr_height"],
-            min_lr_width=stats[split]["min_lr_width"])
-        for split in config.splits()}
+            min_lr_width=stats[split]["min_lr_width"],
+        )
+        for split in config.splits()
+    }
     num_rejected = stats[None]["num_rejected"]
     manifest = schema.Manifest(
-        scale=config.pair.scale, compressed=config.compressed,
+        scale=config.pair.scale,
+        compressed=config.compressed,
         num_inputs=sum(s.num_examples for s in splits.values()) + num_rejected,
-        num_rejected=num_rejected, splits=splits,
-        rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",), args=args or {})
+        num_rejected=num_rejected,
+        splits=splits,
+        rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",),
+        args=args or {},
+    )
     _write_atomically(schema.manifest_path(config.output_dir), manifest.to_json())
     pairs = sum(stats[split]["num_source_pairs"] for split in config.splits())
     return JobResult(manifest=manifest, num_source_pairs=pairs, counters=_counters(state))
@@ -239,6 +283,8 @@ def summary_line(result: JobResult, output_dir):
     """One line saying where every input went."""
     m = result.manifest
     splits = " + ".join(f"{info.num_examples} {name}" for name, info in m.splits.items())
-    return (f"data_prep: {m.num_inputs} inputs -> {splits} examples "
-            f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
-            f"(see {m.rejected_files[0]}); manifest: {schema.manifest_path(output_dir)}")
+    return (
+        f"data_prep: {m.num_inputs} inputs -> {splits} examples "
+        f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
+        f"(see {m.rejected_files[0]}); manifest: {schema.manifest_path(output_dir)}"
+    )

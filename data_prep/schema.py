@@ -190,17 +190,21 @@ def read_manifest(data_dir) -> Manifest:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
             f"{data_dir} has no {MANIFEST_FILENAME}: not a complete data_prep output "
-            "(the job writes the manifest last, so a crashed job leaves none).")
+            "(the job writes the manifest last, so a crashed job leaves none)."
+        )
     with tf.io.gfile.GFile(path, "r") as f:
         manifest = Manifest.from_json(f.read())
     if manifest.schema_version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema version {manifest.schema_version}, "
-                         f"this code reads version {SCHEMA_VERSION}.")
+        raise ValueError(
+            f"{path}: schema version {manifest.schema_version}, "
+            f"this code reads version {SCHEMA_VERSION}."
+        )
     for split in manifest.splits.values():
         for name in split.files:
             if not tf.io.gfile.exists(posixpath.join(data_dir, name)):
-                raise FileNotFoundError(f"{path} names shard {name}, which is missing from "
-                                        f"{data_dir}.")
+                raise FileNotFoundError(
+                    f"{path} names shard {name}, which is missing from {data_dir}."
+                )
     return manifest
 
 

@@ -86,12 +86,18 @@ class MatchPairs(beam.PTransform):
             if role not in paths:
                 continue
             out = paths[role] | f"Key{role.upper()}" >> beam.ParDo(
-                KeyFileFn(role, self._scale, regex)).with_outputs(DEAD_LETTER, main="keyed")
+                KeyFileFn(role, self._scale, regex)
+            ).with_outputs(DEAD_LETTER, main="keyed")
             keyed[role] = out.keyed
             rejected.append(out[DEAD_LETTER])
-        matched = (keyed | "GroupByKey" >> beam.CoGroupByKey()
-                   | "PairFiles" >> beam.ParDo(PairFilesFn(synthesize_lr=LR not in paths))
-                   .with_outputs(DEAD_LETTER, main="pairs"))
+        matched = (
+            keyed
+            | "GroupByKey" >> beam.CoGroupByKey()
+            | "PairFiles"
+            >> beam.ParDo(PairFilesFn(synthesize_lr=LR not in paths)).with_outputs(
+                DEAD_LETTER, main="pairs"
+            )
+        )
         rejected.append(matched[DEAD_LETTER])
         return matched.pairs, tuple(rejected) | "MergeRejected" >> beam.Flatten()
 
@@ -141,7 +147,8 @@ class DecodeAndValidate(beam.PTransform):
 
     def expand(self, pairs):
         out = pairs | "DecodePair" >> beam.ParDo(DecodePairFn(self._config)).with_outputs(
-            DEAD_LETTER, main="records")
+            DEAD_LETTER, main="records"
+        )
         return out.records, out[DEAD_LETTER]
 
 
@@ -177,10 +184,13 @@ class WriteShards(beam.PTransform):
         suffix = schema.shard_name(self._split, 0, 1, self._compressed).split("-of-00001")[1]
         return examples | "WriteTFRecord" >> beam.io.WriteToTFRecord(
             filesystems.FileSystems.join(self._output_dir, self._split),
-            file_name_suffix=suffix, num_shards=self._num_shards,
+            file_name_suffix=suffix,
+            num_shards=self._num_shards,
             shard_name_template="-SSSSS-of-NNNNN",
-            compression_type=(CompressionTypes.GZIP if self._compressed
-                              else CompressionTypes.UNCOMPRESSED))
+            compression_type=(
+                CompressionTypes.GZIP if self._compressed else CompressionTypes.UNCOMPRESSED
+            ),
+        )
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -191,9 +201,14 @@ class WriteDeadLetters(beam.PTransform):
         self._output_dir = output_dir
 
     def expand(self, rejected):
-        return (rejected
-                | "ToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
-                | "WriteJsonl" >> beam.io.WriteToText(
-                    filesystems.FileSystems.join(self._output_dir, schema.REJECTED_PREFIX),
-                    file_name_suffix=".jsonl", num_shards=1,
-                    shard_name_template="-SSSSS-of-NNNNN"))
+        return (
+            rejected
+            | "ToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+            | "WriteJsonl"
+            >> beam.io.WriteToText(
+                filesystems.FileSystems.join(self._output_dir, schema.REJECTED_PREFIX),
+                file_name_suffix=".jsonl",
+                num_shards=1,
+                shard_name_template="-SSSSS-of-NNNNN",
+            )
+        )

@@ -9,15 +9,20 @@ import sys
 
 from absl import app, flags
 
-from serving import client_lib, signatures, upscale_files
+from serving import client_lib, contract, upscale_files
 
-_SERVER = flags.DEFINE_string("server", "127.0.0.1:8501",
-                              "host:port (the REST port for rest, the gRPC port for grpc).")
+_SERVER = flags.DEFINE_string(
+    "server", "127.0.0.1:8501", "host:port (the REST port for rest, the gRPC port for grpc)."
+)
 _PROTOCOL = flags.DEFINE_enum("protocol", client_lib.REST, client_lib.PROTOCOLS, "API to use.")
-_MODEL_NAME = flags.DEFINE_string("model_name", signatures.DEFAULT_MODEL_NAME, "Served model.")
+_MODEL_NAME = flags.DEFINE_string("model_name", contract.DEFAULT_MODEL_NAME, "Served model.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: the newest).")
-_SIGNATURE = flags.DEFINE_enum("signature", signatures.BYTES_SIGNATURE, signatures.SIGNATURES,
-                               "serving_default sends the file bytes; upscale_uint8 sends pixels.")
+_SIGNATURE = flags.DEFINE_enum(
+    "signature",
+    contract.BYTES_SIGNATURE,
+    contract.SIGNATURES,
+    "serving_default sends the file bytes; upscale_uint8 sends pixels.",
+)
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output PNG file, or folder for a folder input.")
 _TIMEOUT = flags.DEFINE_float("timeout", 120.0, "Seconds per request attempt.")
@@ -28,11 +33,18 @@ def main(argv):
     del argv
     try:
         jobs = upscale_files.plan(_INPUT.value, _OUTPUT.value)
-        with client_lib.ServingClient(_SERVER.value, _PROTOCOL.value, _MODEL_NAME.value,
-                                      _VERSION.value, _TIMEOUT.value, _RETRIES.value) as client:
+        with client_lib.ServingClient(
+            _SERVER.value,
+            _PROTOCOL.value,
+            _MODEL_NAME.value,
+            _VERSION.value,
+            _TIMEOUT.value,
+            _RETRIES.value,
+        ) as client:
             for input_file, output_file in jobs:
-                width, height = upscale_files.upscale_file(client, input_file, output_file,
-                                                           _SIGNATURE.value)
+                width, height = upscale_files.upscale_file(
+                    client, input_file, output_file, _SIGNATURE.value
+                )
                 print(f"{input_file} -> {output_file} ({width}x{height})")
     except (client_lib.ServingError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")

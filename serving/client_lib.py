@@ -17,7 +17,7 @@ import urllib.request
 
 import numpy as np
 
-from serving import signatures
+from serving import contract
 
 REST = "rest"
 GRPC = "grpc"
@@ -69,8 +69,9 @@ def _from_json(value):
 def _to_json(array):
     array = np.asarray(array)
     if array.dtype.kind in "SO":
-        return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode("ascii")},
-                            otypes=[object])(array).tolist()
+        return np.vectorize(
+            lambda b: {"b64": base64.b64encode(b).decode("ascii")}, otypes=[object]
+        )(array).tolist()
     return array.tolist()
 
 
@@ -86,8 +87,15 @@ class ServingClient:
       retries: extra attempts after a connection failure or timeout (not after a rejection).
     """
 
-    def __init__(self, server, protocol, model_name=signatures.DEFAULT_MODEL_NAME, version=None,
-                 timeout=60.0, retries=2):
+    def __init__(
+        self,
+        server,
+        protocol,
+        model_name=contract.DEFAULT_MODEL_NAME,
+        version=None,
+        timeout=60.0,
+        retries=2,
+    ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
         self.server, self.protocol, self.model_name = server, protocol, model_name
@@ -95,6 +103,7 @@ class ServingClient:
         self._grpc = None
         if protocol == GRPC:
             from serving import grpc_client  # Imports TensorFlow: only when gRPC is used.
+
             self._grpc = grpc_client.GrpcConnection(server, timeout)
 
     def close(self):
@@ -122,8 +131,9 @@ class ServingClient:
 
     def _rest_call(self, url, payload=None):
         data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(url, data=data,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
@@ -135,7 +145,8 @@ class ServingClient:
             reason = getattr(e, "reason", e)
             raise ServerUnavailableError(
                 f"Cannot reach a REST server at {self.server} ({reason}). Is the server running "
-                f"and is this its REST port?") from None
+                f"and is this its REST port?"
+            ) from None
 
     def status(self):
         """The model status (TF Serving's GET /v1/models/<name> body, or its gRPC equivalent)."""
@@ -146,33 +157,43 @@ class ServingClient:
     def predict(self, signature_name, inputs):
         """Runs a signature. inputs: name -> array-like; returns output name -> numpy array."""
         if self._grpc:
-            return self._with_retries(lambda: self._grpc.predict(
-                self.model_name, self.version, signature_name, inputs))
-        payload = {"signature_name": signature_name,
-                   "inputs": {name: _to_json(value) for name, value in inputs.items()}}
-        response = self._with_retries(lambda: self._rest_call(self._model_url() + ":predict",
-                                                              payload))
+            return self._with_retries(
+                lambda: self._grpc.predict(self.model_name, self.version, signature_name, inputs)
+            )
+        payload = {
+            "signature_name": signature_name,
+            "inputs": {name: _to_json(value) for name, value in inputs.items()},
+        }
+        response = self._with_retries(
+            lambda: self._rest_call(self._model_url() + ":predict", payload)
+        )
         outputs = _from_json(response["outputs"])
         # TF Serving drops the name of a lone output in columnar answers.
         if not (isinstance(outputs, dict) and outputs):
             outputs = {_only_output(signature_name): outputs}
-        return {name: np.asarray(value, dtype=object if name.endswith("_bytes") else None)
-                for name, value in outputs.items()}
+        return {
+            name: np.asarray(value, dtype=object if name.endswith("_bytes") else None)
+            for name, value in outputs.items()
+        }
 
     def upscale_encoded(self, images):
         """Encoded PNG/JPEG/BMP images (bytes) -> list of upscaled PNG bytes (serving_default)."""
-        outputs = self.predict(signatures.BYTES_SIGNATURE,
-                               {signatures.BYTES_INPUT: np.array(list(images), dtype=object)})
-        return list(outputs[signatures.BYTES_OUTPUT])
+        outputs = self.predict(
+            contract.BYTES_SIGNATURE, {contract.BYTES_INPUT: np.array(list(images), dtype=object)}
+        )
+        return list(outputs[contract.BYTES_OUTPUT])
 
     def upscale_array(self, images):
         """uint8 [N, H, W, 3] -> uint8 [N, H*s, W*s, 3] (the tensor signature)."""
-        outputs = self.predict(signatures.TENSOR_SIGNATURE,
-                               {signatures.TENSOR_INPUT: np.asarray(images, np.uint8)})
-        return outputs[signatures.TENSOR_OUTPUT].astype(np.uint8)
+        outputs = self.predict(
+            contract.TENSOR_SIGNATURE, {contract.TENSOR_INPUT: np.asarray(images, np.uint8)}
+        )
+        return outputs[contract.TENSOR_OUTPUT].astype(np.uint8)
 
 
 def _only_output(signature_name):
-    known = {signatures.BYTES_SIGNATURE: signatures.BYTES_OUTPUT,
-             signatures.TENSOR_SIGNATURE: signatures.TENSOR_OUTPUT}
-    return known.get(signature_name or signatures.BYTES_SIGNATURE, "output")
+    known = {
+        contract.BYTES_SIGNATURE: contract.BYTES_OUTPUT,
+        contract.TENSOR_SIGNATURE: contract.TENSOR_OUTPUT,
+    }
+    return known.get(signature_name or contract.BYTES_SIGNATURE, "output")

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from serving import signatures
+from serving import contract
 from serving.serving_module import SuperResolutionModule, TilingConfig
 from trainer import generator_store
 
@@ -53,18 +53,23 @@ def warmup_logs(model_name):
         png = _warmup_png(side)
         pixels = np.asarray(Image.open(io.BytesIO(png)))[np.newaxis]
         for signature, name, value in (
-                (signatures.BYTES_SIGNATURE, signatures.BYTES_INPUT, [png]),
-                (signatures.TENSOR_SIGNATURE, signatures.TENSOR_INPUT, pixels)):
+            (contract.BYTES_SIGNATURE, contract.BYTES_INPUT, [png]),
+            (contract.TENSOR_SIGNATURE, contract.TENSOR_INPUT, pixels),
+        ):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            logs.append(prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)))
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+            )
     return logs
 
 
 def write_warmup(export_dir, model_name):
-    path = posixpath.join(export_dir, signatures.WARMUP_FILE)
+    path = posixpath.join(export_dir, contract.WARMUP_FILE)
     tf.io.gfile.makedirs(posixpath.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for log in warmup_logs(model_name):
@@ -78,8 +83,7 @@ def save_module(module, export_dir, model_name):
     write_warmup(export_dir, model_name)
 
 
-def export_generator(generator, scale, export_base, model_name, version=None,
-                     tiling_config=None):
+def export_generator(generator, scale, export_base, model_name, version=None, tiling_config=None):
     """Exports a Keras generator ([0,1] LR -> [-1,1] HR) as EXPORT_BASE/NAME/<version>.
 
     Args:
@@ -103,9 +107,11 @@ def export_generator(generator, scale, export_base, model_name, version=None,
         raise ValueError(f"version must be a positive integer, got {version}.")
     final_dir = posixpath.join(model_base_path, str(version))
     if tf.io.gfile.exists(final_dir):
-        raise FileExistsError(f"{final_dir} already exists; versions are never overwritten. "
-                              f"Leave out --version to export as version "
-                              f"{next_version(model_base_path)}.")
+        raise FileExistsError(
+            f"{final_dir} already exists; versions are never overwritten. "
+            f"Leave out --version to export as version "
+            f"{next_version(model_base_path)}."
+        )
     temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
     module = SuperResolutionModule(generator, scale, tiling_config)
     try:
@@ -117,14 +123,14 @@ def export_generator(generator, scale, export_base, model_name, version=None,
     return final_dir
 
 
-def export_from_model_dir(model_dir, export_base, model_name, version=None,
-                          tiling_config=None):
+def export_from_model_dir(model_dir, export_base, model_name, version=None, tiling_config=None):
     """Loads the newest generator of a trainer model_dir (or a checkpoint prefix) and exports it.
 
     Returns:
       (export directory, checkpoint prefix that was exported)
     """
     generator, config, prefix = generator_store.load_generator(model_dir)
-    export_dir = export_generator(generator, config.scale, export_base, model_name, version,
-                                  tiling_config)
+    export_dir = export_generator(
+        generator, config.scale, export_base, model_name, version, tiling_config
+    )
     return export_dir, prefix

@@ -9,15 +9,19 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import signatures
+from serving import contract
 from serving.model_manager import INVALID_ARGUMENT, NOT_FOUND, RequestError
 
-_GRPC_CODES = {INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-               NOT_FOUND: grpc.StatusCode.NOT_FOUND}
+_GRPC_CODES = {
+    INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+}
 # Upscaled images are large: TF Serving itself accepts messages far over gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 def _abort(context, error):
@@ -36,14 +40,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):  # noqa: N802 (the proto's method name)
         spec = request.model_spec
-        signature = spec.signature_name or signatures.BYTES_SIGNATURE
+        signature = spec.signature_name or contract.BYTES_SIGNATURE
         try:
             try:
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             except (TypeError, ValueError) as e:
                 raise RequestError(INVALID_ARGUMENT, f"Unreadable input tensor: {e}") from None
-            version, outputs = self._manager.predict(spec.name, _requested_version(spec),
-                                                     signature, inputs)
+            version, outputs = self._manager.predict(
+                spec.name, _requested_version(spec), signature, inputs
+            )
         except RequestError as e:
             _abort(context, e)
         response = predict_pb2.PredictResponse()
@@ -77,5 +82,6 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 def add_services(server, manager):
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager), server)
+        PredictionServicer(manager), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(manager), server)

@@ -20,7 +20,8 @@ def _error(server, error):
     if code in _RETRYABLE:
         return client_lib.ServerUnavailableError(
             f"Cannot reach a gRPC server at {server} ({code.name}: {details}). Is the server "
-            f"running and is this its gRPC port?")
+            f"running and is this its gRPC port?"
+        )
     if code == grpc.StatusCode.NOT_FOUND:
         return client_lib.ModelNotFoundError(f"Not found on {server}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -65,7 +66,12 @@ class GrpcConnection:
         request = get_model_status_pb2.GetModelStatusRequest()
         _fill_model_spec(request.model_spec, model_name, version)
         response = self._call(self._models.GetModelStatus, request)
-        return {"model_version_status": [
-            {"version": str(s.version),
-             "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}
-            for s in response.model_version_status]}
+        return {
+            "model_version_status": [
+                {
+                    "version": str(s.version),
+                    "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                }
+                for s in response.model_version_status
+            ]
+        }

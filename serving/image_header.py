@@ -50,11 +50,17 @@ def declared_pixels(data):
     long_enough = tf.strings.length(data) >= 26
 
     def when(prefix):
-        return tf.logical_and(long_enough, tf.equal(tf.strings.substr(data, 0, len(prefix)),
-                                                    prefix))
+        return tf.logical_and(
+            long_enough, tf.equal(tf.strings.substr(data, 0, len(prefix)), prefix)
+        )
 
-    return tf.case([(when(b"\x89PNG\r\n\x1a\n"), lambda: _png_pixels(data)),
-                    (when(b"\xff\xd8\xff"), lambda: _jpeg_pixels(data)),
-                    (when(b"GIF8"), lambda: _gif_pixels(data)),
-                    (when(b"BM"), lambda: _bmp_pixels(data))],
-                   default=lambda: tf.constant(0, tf.int64), exclusive=False)
+    return tf.case(
+        [
+            (when(b"\x89PNG\r\n\x1a\n"), lambda: _png_pixels(data)),
+            (when(b"\xff\xd8\xff"), lambda: _jpeg_pixels(data)),
+            (when(b"GIF8"), lambda: _gif_pixels(data)),
+            (when(b"BM"), lambda: _bmp_pixels(data)),
+        ],
+        default=lambda: tf.constant(0, tf.int64),
+        exclusive=False,
+    )

@@ -13,25 +13,32 @@ import threading
 
 from absl import app, flags, logging
 
-from serving import server_lib, signatures
+from serving import contract, server_lib
 
-_MODEL_BASE_PATH = flags.DEFINE_string("model_base_path", None,
-                                       "EXPORT_BASE/NAME, holding integer version folders.")
-_MODEL_NAME = flags.DEFINE_string("model_name", signatures.DEFAULT_MODEL_NAME,
-                                  "Model name clients ask for.")
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    "model_base_path", None, "EXPORT_BASE/NAME, holding integer version folders."
+)
+_MODEL_NAME = flags.DEFINE_string(
+    "model_name", contract.DEFAULT_MODEL_NAME, "Model name clients ask for."
+)
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind.")
 _REST_PORT = flags.DEFINE_integer("rest_port", 8501, "REST port (0: any free port).")
 _GRPC_PORT = flags.DEFINE_integer("grpc_port", 8500, "gRPC port (0: any free port).")
-_POLL_SECONDS = flags.DEFINE_float("file_system_poll_wait_seconds", 1.0,
-                                   "How often to look for a newer version.")
+_POLL_SECONDS = flags.DEFINE_float(
+    "file_system_poll_wait_seconds", 1.0, "How often to look for a newer version."
+)
 
 
 def main(argv):
     del argv
     config = server_lib.ServerConfig(
-        model_base_path=_MODEL_BASE_PATH.value, model_name=_MODEL_NAME.value, host=_HOST.value,
-        rest_port=_REST_PORT.value, grpc_port=_GRPC_PORT.value,
-        poll_seconds=_POLL_SECONDS.value)
+        model_base_path=_MODEL_BASE_PATH.value,
+        model_name=_MODEL_NAME.value,
+        host=_HOST.value,
+        rest_port=_REST_PORT.value,
+        grpc_port=_GRPC_PORT.value,
+        poll_seconds=_POLL_SECONDS.value,
+    )
     try:
         server = server_lib.start(config)
     except OSError as e:

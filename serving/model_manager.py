@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import export_lib, signatures
+from serving import contract, export_lib
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 NOT_FOUND = "NOT_FOUND"
@@ -70,15 +70,16 @@ class ModelManager:
         return version
 
     def _run_warmup(self, model, export_dir):
-        path = posixpath.join(export_dir, signatures.WARMUP_FILE)
+        path = posixpath.join(export_dir, contract.WARMUP_FILE)
         if not tf.io.gfile.exists(path):
             return
         for record in tf.data.TFRecordDataset(path):
             log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             request = log.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            _run_signature(model, request.model_spec.signature_name or
-                           signatures.BYTES_SIGNATURE, inputs)
+            _run_signature(
+                model, request.model_spec.signature_name or contract.BYTES_SIGNATURE, inputs
+            )
 
     def start_polling(self):
         """Polls for newer versions in a daemon thread until stop()."""
@@ -100,9 +101,15 @@ class ModelManager:
     def status(self, model_name, version=None):
         """TF Serving's GetModelStatus answer as a dict (the REST GET /v1/models/<name> body)."""
         served = self.resolve(model_name, version).version
-        return {"model_version_status": [{
-            "version": str(served), "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""}}]}
+        return {
+            "model_version_status": [
+                {
+                    "version": str(served),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
 
     def resolve(self, model_name, version=None):
         """The Servable a request names; one request uses one Servable throughout, so a version
@@ -112,11 +119,16 @@ class ModelManager:
         if model_name != self.model_name:
             raise RequestError(NOT_FOUND, f"Servable not found for request: Latest({model_name})")
         if model is None:
-            raise RequestError(NOT_FOUND, f"No version of {model_name} is loaded yet (none under "
-                                          f"{self.model_base_path}).")
+            raise RequestError(
+                NOT_FOUND,
+                f"No version of {model_name} is loaded yet (none under {self.model_base_path}).",
+            )
         if version is not None and int(version) != served:
-            raise RequestError(NOT_FOUND, f"Servable not found for request: "
-                                          f"Specific({model_name}, {version}); serving {served}.")
+            raise RequestError(
+                NOT_FOUND,
+                f"Servable not found for request: "
+                f"Specific({model_name}, {version}); serving {served}.",
+            )
         return Servable(served, model)
 
     def predict(self, model_name, version, signature_name, inputs):
@@ -134,7 +146,7 @@ class Servable:
 
     def input_names(self, signature_name):
         """Sorted input names of a signature."""
-        return sorted(input_specs(self.model, signature_name or signatures.BYTES_SIGNATURE))
+        return sorted(input_specs(self.model, signature_name or contract.BYTES_SIGNATURE))
 
     def predict(self, signature_name, inputs):
         """Runs a signature on inputs (name -> numpy array; strings as object arrays of bytes).
@@ -142,35 +154,44 @@ class Servable:
         Raises:
           RequestError: unknown signature, bad inputs, or a graph error.
         """
-        return _run_signature(self.model, signature_name or signatures.BYTES_SIGNATURE, inputs)
+        return _run_signature(self.model, signature_name or contract.BYTES_SIGNATURE, inputs)
 
 
 def input_specs(model, signature_name):
     if signature_name not in model.signatures:
-        raise RequestError(INVALID_ARGUMENT, f"Serving signature name: \"{signature_name}\" not "
-                                             f"found in signature def; available: "
-                                             f"{sorted(model.signatures.keys())}")
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f'Serving signature name: "{signature_name}" not '
+            f"found in signature def; available: "
+            f"{sorted(model.signatures.keys())}",
+        )
     return model.signatures[signature_name].structured_input_signature[1]
 
 
 def _to_tensor(name, value, spec):
     try:
-        array = np.asarray(value, dtype=object if spec.dtype == tf.string else
-                           spec.dtype.as_numpy_dtype)
+        array = np.asarray(
+            value, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
+        )
     except (ValueError, TypeError, OverflowError) as e:
-        raise RequestError(INVALID_ARGUMENT, f"Input '{name}' cannot be read as "
-                                             f"{spec.dtype.name}: {e}") from None
+        raise RequestError(
+            INVALID_ARGUMENT, f"Input '{name}' cannot be read as {spec.dtype.name}: {e}"
+        ) from None
     if not spec.shape.is_compatible_with(array.shape):
-        raise RequestError(INVALID_ARGUMENT, f"Input '{name}' has shape {list(array.shape)}; "
-                                             f"the signature expects {spec.shape}.")
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"Input '{name}' has shape {list(array.shape)}; the signature expects {spec.shape}.",
+        )
     return tf.constant(array, dtype=spec.dtype)
 
 
 def _run_signature(model, signature_name, inputs):
     specs = input_specs(model, signature_name)
     if set(inputs) != set(specs):
-        raise RequestError(INVALID_ARGUMENT, f"Signature {signature_name} takes inputs "
-                                             f"{sorted(specs)}, got {sorted(inputs)}.")
+        raise RequestError(
+            INVALID_ARGUMENT,
+            f"Signature {signature_name} takes inputs {sorted(specs)}, got {sorted(inputs)}.",
+        )
     tensors = {name: _to_tensor(name, inputs[name], specs[name]) for name in specs}
     try:
         outputs = model.signatures[signature_name](**tensors)

@@ -17,8 +17,10 @@ import numpy as np
 
 from serving.model_manager import INVALID_ARGUMENT, NOT_FOUND, RequestError
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                   r"(?P<verb>:predict)?$")
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
+    r"(?P<verb>:predict)?$"
+)
 _HTTP_STATUS = {INVALID_ARGUMENT: 400, NOT_FOUND: 404}
 MAX_BODY_BYTES = 512 * 1024 * 1024
 
@@ -29,8 +31,9 @@ def _decode_b64(value):
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
-            raise RequestError(INVALID_ARGUMENT, "Unable to base64 decode a {\"b64\": ...} "
-                                                 "value.") from None
+            raise RequestError(
+                INVALID_ARGUMENT, 'Unable to base64 decode a {"b64": ...} value.'
+            ) from None
     if isinstance(value, list):
         return [_decode_b64(v) for v in value]
     if isinstance(value, str):
@@ -56,18 +59,21 @@ def parse_json(body):
 def parse_predict_request(request, input_names):
     """Predict JSON object -> (input name -> nested-list value, "row" | "columnar")."""
     if ("instances" in request) == ("inputs" in request):
-        raise RequestError(INVALID_ARGUMENT, "Request body must be a JSON object with exactly "
-                                             "one of \"instances\" (row) or \"inputs\" (columnar).")
+        raise RequestError(
+            INVALID_ARGUMENT,
+            "Request body must be a JSON object with exactly "
+            'one of "instances" (row) or "inputs" (columnar).',
+        )
     if "inputs" in request:
         inputs = request["inputs"]
         if not _is_named(inputs, input_names):
             inputs = {input_names[0]: inputs} if len(input_names) == 1 else inputs
         if not isinstance(inputs, dict):
-            raise RequestError(INVALID_ARGUMENT, f"\"inputs\" must name {input_names}.")
+            raise RequestError(INVALID_ARGUMENT, f'"inputs" must name {input_names}.')
         return {k: _decode_b64(v) for k, v in inputs.items()}, "columnar"
     instances = request["instances"]
     if not isinstance(instances, list) or not instances:
-        raise RequestError(INVALID_ARGUMENT, "\"instances\" must be a non-empty list.")
+        raise RequestError(INVALID_ARGUMENT, '"instances" must be a non-empty list.')
     if all(_is_named(i, input_names) for i in instances):
         names = set(instances[0])
         if any(set(i) != names for i in instances):
@@ -81,8 +87,9 @@ def parse_predict_request(request, input_names):
 def _to_json(name, array):
     if array.dtype == object:
         if name.endswith("_bytes"):
-            encode = np.vectorize(lambda b: {"b64": base64.b64encode(b).decode("ascii")},
-                                  otypes=[object])
+            encode = np.vectorize(
+                lambda b: {"b64": base64.b64encode(b).decode("ascii")}, otypes=[object]
+            )
         else:
             encode = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])
         return encode(array).tolist() if array.size else array.tolist()
@@ -160,10 +167,8 @@ def make_handler(manager):
             request = parse_json(body)
             signature = request.get("signature_name")
             servable = manager.resolve(name, version)
-            inputs, request_format = parse_predict_request(request,
-                                                           servable.input_names(signature))
+            inputs, request_format = parse_predict_request(request, servable.input_names(signature))
             outputs = servable.predict(signature, inputs)
             return format_predict_response(outputs, request_format)
 
     return Handler
-

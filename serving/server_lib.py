@@ -14,6 +14,7 @@ from serving.model_manager import ModelManager
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """Where and what to serve. Port 0 binds a free port (see LocalServer.rest_port/grpc_port)."""
+
     model_base_path: str
     model_name: str
     host: str = "127.0.0.1"
@@ -67,16 +68,20 @@ def start(config: ServerConfig):
     manager.start_polling()
     grpc_server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers),
-        options=grpc_api.CHANNEL_OPTIONS)
+        options=grpc_api.CHANNEL_OPTIONS,
+    )
     grpc_api.add_services(grpc_server, manager)
     try:
         grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
         rest_server = _RestServer((config.host, config.rest_port), rest_api.make_handler(manager))
     except (OSError, RuntimeError) as e:
         manager.stop()
-        raise OSError(f"Cannot bind {config.host} (REST port {config.rest_port}, gRPC port "
-                      f"{config.grpc_port}): {e}") from None
+        raise OSError(
+            f"Cannot bind {config.host} (REST port {config.rest_port}, gRPC port "
+            f"{config.grpc_port}): {e}"
+        ) from None
     grpc_server.start()
     threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
-    return LocalServer(manager, rest_server, grpc_server, rest_server.server_address[1],
-                       grpc_port, config.host)
+    return LocalServer(
+        manager, rest_server, grpc_server, rest_server.server_address[1], grpc_port, config.host
+    )

@@ -11,7 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from serving import image_header, signatures, tiling
+from serving import contract, image_header, tiling
 from trainer import value_range
 
 
@@ -25,6 +25,7 @@ class TilingConfig:
         radius gives exactly the untiled output; 16 is within 1/255 for the paper generator).
       max_input_pixels: per-image H*W limit; larger inputs are rejected.
     """
+
     tile_size: int = 128
     overlap: int = 16
     max_input_pixels: int = 2048 * 2048
@@ -50,18 +51,25 @@ class SuperResolutionModule(tf.Module):
     def _assert_within_limit(self, pixels):
         limit = self._tiling.max_input_pixels
         return tf.debugging.assert_less_equal(
-            pixels, tf.constant(limit, tf.int64),
+            pixels,
+            tf.constant(limit, tf.int64),
             message=f"Input image is over the pixel limit: height * width must be at most "
-                    f"max_input_pixels={limit}. Downscale it, or export with a larger "
-                    f"--max_input_pixels.")
+            f"max_input_pixels={limit}. Downscale it, or export with a larger "
+            f"--max_input_pixels.",
+        )
 
     def upscale(self, lr_uint8):
         """uint8 [N, H, W, 3] -> uint8 [N, H*s, W*s, 3], tiled, size-checked."""
         shape = tf.shape(lr_uint8, out_type=tf.int64)
         with tf.control_dependencies([self._assert_within_limit(shape[1] * shape[2])]):
             lr_uint8 = tf.identity(lr_uint8)
-        sr = tiling.tiled_upscale(self._generate_uint8, lr_uint8, self._scale,
-                                  self._tiling.tile_size, self._tiling.overlap)
+        sr = tiling.tiled_upscale(
+            self._generate_uint8,
+            lr_uint8,
+            self._scale,
+            self._tiling.tile_size,
+            self._tiling.overlap,
+        )
         sr.set_shape([lr_uint8.shape[0], None, None, 3])
         return sr
 
@@ -70,23 +78,25 @@ class SuperResolutionModule(tf.Module):
         header_check = self._assert_within_limit(image_header.declared_pixels(image_bytes))
         with tf.control_dependencies([header_check]):
             image_bytes = tf.identity(image_bytes)
-        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
+        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
         sr = self.upscale(image[tf.newaxis])[0]
         return tf.io.encode_png(sr)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name=signatures.BYTES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.BYTES_INPUT)])
     def serve_bytes(self, image_bytes):
-        sr_png = tf.map_fn(self._upscale_encoded, image_bytes,
-                           fn_output_signature=tf.TensorSpec([], tf.string))
-        return {signatures.BYTES_OUTPUT: sr_png}
+        sr_png = tf.map_fn(
+            self._upscale_encoded, image_bytes, fn_output_signature=tf.TensorSpec([], tf.string)
+        )
+        return {contract.BYTES_OUTPUT: sr_png}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name=signatures.TENSOR_INPUT)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.TENSOR_INPUT)]
+    )
     def serve_uint8(self, lr_image):
-        return {signatures.TENSOR_OUTPUT: self.upscale(lr_image)}
+        return {contract.TENSOR_OUTPUT: self.upscale(lr_image)}
 
     def signature_functions(self):
-        return {signatures.BYTES_SIGNATURE: self.serve_bytes.get_concrete_function(),
-                signatures.TENSOR_SIGNATURE: self.serve_uint8.get_concrete_function()}
+        return {
+            contract.BYTES_SIGNATURE: self.serve_bytes.get_concrete_function(),
+            contract.TENSOR_SIGNATURE: self.serve_uint8.get_concrete_function(),
+        }

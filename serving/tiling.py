@@ -32,7 +32,7 @@ def _upscale_tile(upscale_fn, images, row, col, tile_size, overlap, scale):
     y0, y1, cy0, cy1 = _tile_bounds(row, tile_size, overlap, shape[1])
     x0, x1, cx0, cx1 = _tile_bounds(col, tile_size, overlap, shape[2])
     upscaled = upscale_fn(images[:, y0:y1, x0:x1, :])
-    return upscaled[:, cy0 * scale:cy1 * scale, cx0 * scale:cx1 * scale, :]
+    return upscaled[:, cy0 * scale : cy1 * scale, cx0 * scale : cx1 * scale, :]
 
 
 def tiled_upscale(upscale_fn, images, scale, tile_size, overlap, output_dtype=tf.uint8):
@@ -63,8 +63,9 @@ def tiled_upscale(upscale_fn, images, scale, tile_size, overlap, output_dtype=tf
             return col + 1, cols.write(col, tf.transpose(tile, [2, 0, 1, 3]))
 
         # parallel_iterations=1: one tile in flight at a time, so memory is bounded by a tile.
-        _, cols = tf.while_loop(lambda col, _: col < num_cols, col_body, (0, cols),
-                                parallel_iterations=1)
+        _, cols = tf.while_loop(
+            lambda col, _: col < num_cols, col_body, (0, cols), parallel_iterations=1
+        )
         return tf.transpose(cols.concat(), [1, 0, 2, 3])  # [W*s, N, h*s, C] -> [N, W*s, h*s, C]
 
     rows = tf.TensorArray(output_dtype, size=num_rows, infer_shape=False)
@@ -73,6 +74,7 @@ def tiled_upscale(upscale_fn, images, scale, tile_size, overlap, output_dtype=tf
         strip = upscale_row(row)  # [N, W*s, h*s, C]
         return row + 1, rows.write(row, tf.transpose(strip, [2, 0, 1, 3]))
 
-    _, rows = tf.while_loop(lambda row, _: row < num_rows, row_body, (0, rows),
-                            parallel_iterations=1)
+    _, rows = tf.while_loop(
+        lambda row, _: row < num_rows, row_body, (0, rows), parallel_iterations=1
+    )
     return tf.transpose(rows.concat(), [1, 0, 2, 3])  # [H*s, N, W*s, C] -> [N, H*s, W*s, C]

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from serving import signatures
+from serving import contract
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -20,10 +20,14 @@ def plan(input_path, output_path):
         outputs = [_png_name(n) for n in names]
         clashes = sorted({o for o in outputs if outputs.count(o) > 1})
         if clashes:
-            raise ValueError(f"Several inputs in {input_path} would write the same output "
-                             f"{clashes}: rename them (e.g. a.png and a.jpg).")
-        return [(os.path.join(input_path, n), os.path.join(output_path, o))
-                for n, o in zip(names, outputs, strict=True)]
+            raise ValueError(
+                f"Several inputs in {input_path} would write the same output "
+                f"{clashes}: rename them (e.g. a.png and a.jpg)."
+            )
+        return [
+            (os.path.join(input_path, n), os.path.join(output_path, o))
+            for n, o in zip(names, outputs, strict=True)
+        ]
     if not os.path.isfile(input_path):
         raise FileNotFoundError(f"{input_path} is neither an image file nor a folder.")
     if os.path.isdir(output_path) or output_path.endswith(os.sep):
@@ -35,11 +39,11 @@ def _png_name(path):
     return os.path.splitext(os.path.basename(path))[0] + ".png"
 
 
-def upscale_file(client, input_file, output_file, signature_name=signatures.BYTES_SIGNATURE):
+def upscale_file(client, input_file, output_file, signature_name=contract.BYTES_SIGNATURE):
     """Upscales one file with the bytes or the tensor signature; returns the output size (w, h)."""
     with open(input_file, "rb") as f:
         data = f.read()
-    if signature_name == signatures.TENSOR_SIGNATURE:
+    if signature_name == contract.TENSOR_SIGNATURE:
         try:
             lr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         except OSError as e:

@@ -1,4 +1,5 @@
 """Test-wide TensorFlow set-up: two logical CPU devices so MirroredStrategy has 2 replicas."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,7 +11,8 @@ def _split_cpu(num_devices=2):
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices)
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices
+        )
     except RuntimeError:
         pass  # TF was initialised by an earlier import; the logical split is then fixed.
 

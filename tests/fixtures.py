@@ -38,9 +38,16 @@ def png_bytes(image):
 
 def pair_record(key, hr, scale, lr=None):
     lr = downscale(hr, scale) if lr is None else lr
-    return schema.PairRecord(key=key, scale=scale, lr_png=png_bytes(lr), lr_height=lr.shape[0],
-                             lr_width=lr.shape[1], hr_png=png_bytes(hr), hr_height=hr.shape[0],
-                             hr_width=hr.shape[1])
+    return schema.PairRecord(
+        key=key,
+        scale=scale,
+        lr_png=png_bytes(lr),
+        lr_height=lr.shape[0],
+        lr_width=lr.shape[1],
+        hr_png=png_bytes(hr),
+        hr_height=hr.shape[0],
+        hr_width=hr.shape[1],
+    )
 
 
 def write_dataset(out_dir, splits, scale=4, num_shards=2, compressed=False):
@@ -70,12 +77,15 @@ def write_dataset(out_dir, splits, scale=4, num_shards=2, compressed=False):
         for writer in writers:
             writer.close()
         infos[split] = schema.SplitInfo(
-            num_examples=len(items), files=tuple(names),
+            num_examples=len(items),
+            files=tuple(names),
             min_lr_height=min((s[0] for s in lr_sides), default=0),
-            min_lr_width=min((s[1] for s in lr_sides), default=0))
+            min_lr_width=min((s[1] for s in lr_sides), default=0),
+        )
     total = sum(len(items) for items in splits.values())
-    manifest = schema.Manifest(scale=scale, compressed=compressed, num_inputs=total,
-                               num_rejected=0, splits=infos)
+    manifest = schema.Manifest(
+        scale=scale, compressed=compressed, num_inputs=total, num_rejected=0, splits=infos
+    )
     with open(schema.manifest_path(out_dir), "w") as f:
         f.write(manifest.to_json())
     return manifest

@@ -20,9 +20,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _run_demo(output_dir, flagfile):
     return subprocess.run(
-        [sys.executable, "-m", "demo", f"--output_dir={output_dir}",
-         f"--train_flagfile={flagfile}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            f"--output_dir={output_dir}",
+            f"--train_flagfile={flagfile}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_demo_chain_runs_every_stage_and_hands_over(tmp_path):

@@ -18,23 +18,38 @@ from absl import app, flags
 
 from trainer import evaluation
 
-_PAIRS_DIR = flags.DEFINE_string("pairs_dir", None, "Folder of HR and LR images (e.g. "
-                                 "img_001_SRF_4_HR.png / img_001_SRF_4_LR.png, or DIV2K 0001.png "
-                                 "/ 0001x4.png).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "A data_prep dataset directory (instead of "
-                                "--pairs_dir).")
+_PAIRS_DIR = flags.DEFINE_string(
+    "pairs_dir",
+    None,
+    "Folder of HR and LR images (e.g. "
+    "img_001_SRF_4_HR.png / img_001_SRF_4_LR.png, or DIV2K 0001.png "
+    "/ 0001x4.png).",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "A data_prep dataset directory (instead of --pairs_dir)."
+)
 _SPLIT = flags.DEFINE_string("split", "validation", "The --data_dir split to evaluate.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A trainer --model_dir (its newest "
-                                  "generator: gan, else pretrain) or a checkpoint prefix.")
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (uses "
-                                   "its uint8 tensor signature).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "A trainer --model_dir (its newest generator: gan, else pretrain) or a checkpoint prefix.",
+)
+_SAVED_MODEL = flags.DEFINE_string(
+    "saved_model", None, "An exported SavedModel directory (uses its uint8 tensor signature)."
+)
 _BICUBIC_ONLY = flags.DEFINE_bool("bicubic_only", False, "Measure the bicubic baseline only.")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results to this file.")
-_SCALE = flags.DEFINE_integer("scale", 4, "Scale factor of --pairs_dir (a checkpoint's own scale "
-                              "must agree; --data_dir has its own).")
+_SCALE = flags.DEFINE_integer(
+    "scale",
+    4,
+    "Scale factor of --pairs_dir (a checkpoint's own scale must agree; --data_dir has its own).",
+)
 _HR_REGEX = flags.DEFINE_string("hr_regex", None, "Regex with a (?P<key>...) group for HR names.")
-_LR_REGEX = flags.DEFINE_string("lr_regex", None, "Regex with a (?P<key>...) group for LR names; "
-                                "the files it matches are the LR images.")
+_LR_REGEX = flags.DEFINE_string(
+    "lr_regex",
+    None,
+    "Regex with a (?P<key>...) group for LR names; the files it matches are the LR images.",
+)
 
 
 def _evaluate(upscale_fn):
@@ -60,8 +75,9 @@ def _upscaler():
         return evaluation.saved_model_upscaler(_SAVED_MODEL.value), _SAVED_MODEL.value
     upscale, scale, prefix = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
     if _PAIRS_DIR.value and scale != _SCALE.value:
-        raise ValueError(f"The checkpoint's generator upscales x{scale}, "
-                         f"but --scale={_SCALE.value}.")
+        raise ValueError(
+            f"The checkpoint's generator upscales x{scale}, but --scale={_SCALE.value}."
+        )
     return upscale, prefix
 
 
@@ -89,8 +105,7 @@ def format_report(report):
 def _write_json(path, report, model_source):
     # PSNR of a perfect reconstruction is inf; json writes it as Infinity (Python reads it back).
     with open(path, "w") as f:
-        json.dump({**report.to_dict(), "model_source": model_source}, f, indent=2,
-                  allow_nan=True)
+        json.dump({**report.to_dict(), "model_source": model_source}, f, indent=2, allow_nan=True)
         f.write("\n")
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import pairing
-from serving import signatures
+from serving import contract
 from trainer import generator_store, input_pipeline, metrics, value_range
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -39,16 +39,23 @@ class Report:
 
     def means(self):
         """{"bicubic": {"psnr", "ssim"}, "model": {...} or None}, averaged per image."""
+
         def mean(name):
             return float(np.mean([getattr(r, name) for r in self.images]))
+
         has_model = bool(self.images) and self.images[0].psnr is not None
         model = {"psnr": mean("psnr"), "ssim": mean("ssim")} if has_model else None
-        return {"bicubic": {"psnr": mean("bicubic_psnr"), "ssim": mean("bicubic_ssim")},
-                "model": model}
+        return {
+            "bicubic": {"psnr": mean("bicubic_psnr"), "ssim": mean("bicubic_ssim")},
+            "model": model,
+        }
 
     def to_dict(self):
-        return {**self.means(), "images": [dataclasses.asdict(r) for r in self.images],
-                "skipped": [{"path": p, "key": k, "reason": r} for p, k, r in self.skipped]}
+        return {
+            **self.means(),
+            "images": [dataclasses.asdict(r) for r in self.images],
+            "skipped": [{"path": p, "key": k, "reason": r} for p, k, r in self.skipped],
+        }
 
 
 def bicubic_upscale_uint8(lr_uint8, scale):
@@ -60,10 +67,12 @@ def bicubic_upscale_uint8(lr_uint8, scale):
 
 def generator_upscaler(generator):
     """A uint8 -> uint8 upscale function of a Keras generator (LR [0, 1] -> HR [-1, 1])."""
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def upscale(lr_uint8):
         sr = generator(value_range.lr_from_uint8(lr_uint8), training=False)
         return value_range.hr_to_uint8(sr)
+
     return lambda lr: upscale(lr[None])[0].numpy()
 
 
@@ -81,14 +90,17 @@ def saved_model_upscaler(path):
     if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{path} holds no saved_model.pb: not a SavedModel directory.")
     loaded = tf.saved_model.load(path)
-    if signatures.TENSOR_SIGNATURE not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no {signatures.TENSOR_SIGNATURE!r} signature "
-                         f"(it has {sorted(loaded.signatures)}).")
-    signature = loaded.signatures[signatures.TENSOR_SIGNATURE]
+    if contract.TENSOR_SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"SavedModel {path} has no {contract.TENSOR_SIGNATURE!r} signature "
+            f"(it has {sorted(loaded.signatures)})."
+        )
+    signature = loaded.signatures[contract.TENSOR_SIGNATURE]
 
     def upscale(lr):
-        outputs = signature(**{signatures.TENSOR_INPUT: tf.constant(lr[None], tf.uint8)})
-        return outputs[signatures.TENSOR_OUTPUT][0].numpy()
+        outputs = signature(**{contract.TENSOR_INPUT: tf.constant(lr[None], tf.uint8)})
+        return outputs[contract.TENSOR_OUTPUT][0].numpy()
+
     upscale.loaded = loaded  # keeps the restored variables alive with the function
     return upscale
 
@@ -101,8 +113,9 @@ def list_pairs(pairs_dir, scale, hr_regex=None, lr_regex=None) -> pairing.Pairin
     """
     if not tf.io.gfile.isdir(pairs_dir):
         raise FileNotFoundError(f"--pairs_dir {pairs_dir} is not a directory.")
-    names = sorted(n for n in tf.io.gfile.listdir(pairs_dir)
-                   if n.lower().endswith(IMAGE_EXTENSIONS))
+    names = sorted(
+        n for n in tf.io.gfile.listdir(pairs_dir) if n.lower().endswith(IMAGE_EXTENSIONS)
+    )
     hr_paths, lr_paths = [], []
     for name in names:
         path = os.path.join(pairs_dir, name)
@@ -127,8 +140,10 @@ def _crop_hr(hr, lr, scale):
     """HR mod-cropped to LR * scale (bottom/right), or a ValueError naming the sizes."""
     height, width = lr.shape[0] * scale, lr.shape[1] * scale
     if not (height <= hr.shape[0] < height + scale and width <= hr.shape[1] < width + scale):
-        raise ValueError(f"HR is {hr.shape[1]}x{hr.shape[0]}, LR {lr.shape[1]}x{lr.shape[0]}: "
-                         f"not a x{scale} pair")
+        raise ValueError(
+            f"HR is {hr.shape[1]}x{hr.shape[0]}, LR {lr.shape[1]}x{lr.shape[0]}: "
+            f"not a x{scale} pair"
+        )
     return hr[:height, :width]
 
 
@@ -137,15 +152,22 @@ def score_image(key, hr, lr, scale, sr=None):
     hr = _crop_hr(hr, lr, scale)
     bicubic = bicubic_upscale_uint8(lr[None], scale)[0].numpy()
     bicubic_psnr, bicubic_ssim = metrics.psnr_ssim_y(bicubic, hr, shave=scale)
-    result = ImageResult(key=key, width=hr.shape[1], height=hr.shape[0],
-                         bicubic_psnr=bicubic_psnr, bicubic_ssim=bicubic_ssim)
+    result = ImageResult(
+        key=key,
+        width=hr.shape[1],
+        height=hr.shape[0],
+        bicubic_psnr=bicubic_psnr,
+        bicubic_ssim=bicubic_ssim,
+    )
     if sr is None:
         return result
     sr = np.asarray(sr)
     if sr.shape != hr.shape:
-        raise ValueError(f"the model returned {sr.shape[1]}x{sr.shape[0]} for a "
-                         f"{lr.shape[1]}x{lr.shape[0]} input; expected x{scale}, "
-                         f"{hr.shape[1]}x{hr.shape[0]} (is --scale right?)")
+        raise ValueError(
+            f"the model returned {sr.shape[1]}x{sr.shape[0]} for a "
+            f"{lr.shape[1]}x{lr.shape[0]} input; expected x{scale}, "
+            f"{hr.shape[1]}x{hr.shape[0]} (is --scale right?)"
+        )
     model_psnr, model_ssim = metrics.psnr_ssim_y(sr, hr, shave=scale)
     return dataclasses.replace(result, psnr=model_psnr, ssim=model_ssim)
 
@@ -171,8 +193,10 @@ def evaluate_pairs(upscale_fn, pairs, scale, skipped=()) -> Report:
         except ValueError as e:
             skipped.append((lr_path, key, str(e)))
     if not results:
-        raise ValueError(f"No usable image pair among {len(pairs)} pairs "
-                         f"({len(skipped)} files skipped: {skipped[:3]}).")
+        raise ValueError(
+            f"No usable image pair among {len(pairs)} pairs "
+            f"({len(skipped)} files skipped: {skipped[:3]})."
+        )
     return Report(images=results, skipped=skipped)
 
 
@@ -205,6 +229,7 @@ def evaluate_validation(generator, dataset, scale):
     Returns:
       {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}: per-image averages, `scale` px shaved.
     """
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def upscale(lr):
         return value_range.hr_to_uint8(generator(lr, training=False))
@@ -214,10 +239,15 @@ def evaluate_validation(generator, dataset, scale):
         # The whole batch goes through the generator at once; metrics are per image.
         sr = upscale(batch["lr"]).numpy()
         examples = _uint8_examples([batch])
-        results.extend(score_image(key, hr, lr, scale, sr[i])
-                       for i, (key, hr, lr) in enumerate(examples))
+        results.extend(
+            score_image(key, hr, lr, scale, sr[i]) for i, (key, hr, lr) in enumerate(examples)
+        )
     if not results:
         raise ValueError("The validation dataset is empty.")
     means = Report(images=results, skipped=[]).means()
-    return {"psnr": means["model"]["psnr"], "ssim": means["model"]["ssim"],
-            "bicubic_psnr": means["bicubic"]["psnr"], "bicubic_ssim": means["bicubic"]["ssim"]}
+    return {
+        "psnr": means["model"]["psnr"],
+        "ssim": means["model"]["ssim"],
+        "bicubic_psnr": means["bicubic"]["psnr"],
+        "bicubic_ssim": means["bicubic"]["ssim"],
+    }

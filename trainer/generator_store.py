@@ -32,8 +32,12 @@ class GeneratorConfig:
 
 
 def build_generator(config: GeneratorConfig):
-    return models.srresnet_generator(scale=config.scale, num_blocks=config.num_blocks,
-                                     channels=config.channels, bicubic_skip=config.bicubic_skip)
+    return models.srresnet_generator(
+        scale=config.scale,
+        num_blocks=config.num_blocks,
+        channels=config.channels,
+        bicubic_skip=config.bicubic_skip,
+    )
 
 
 def phase_dir(model_dir, phase):
@@ -46,8 +50,10 @@ def write_config(model_dir, config: GeneratorConfig):
     if tf.io.gfile.exists(path):
         existing = read_config(model_dir)
         if existing != config:
-            raise ValueError(f"{model_dir} holds a generator built as {existing}; this run asks "
-                             f"for {config}. Use another --model_dir.")
+            raise ValueError(
+                f"{model_dir} holds a generator built as {existing}; this run asks "
+                f"for {config}. Use another --model_dir."
+            )
         return
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(path, "w") as f:
@@ -75,8 +81,10 @@ def resolve_checkpoint(path):
         prefix = tf.train.latest_checkpoint(phase_dir(path, phase))
         if prefix:
             return path, prefix
-    raise FileNotFoundError(f"No generator checkpoint under {path} (looked in "
-                            f"{phase_dir(path, GAN)} and {phase_dir(path, PRETRAIN)}).")
+    raise FileNotFoundError(
+        f"No generator checkpoint under {path} (looked in "
+        f"{phase_dir(path, GAN)} and {phase_dir(path, PRETRAIN)})."
+    )
 
 
 def load_generator(path):

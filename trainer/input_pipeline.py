@@ -98,8 +98,10 @@ def open_dataset(data_dir, hr_patch_size=None, split=None) -> schema.Manifest:
 def _check_patch_size(data_dir, manifest, hr_patch_size, split):
     scale = manifest.scale
     if hr_patch_size <= 0 or hr_patch_size % scale:
-        raise ValueError(f"HR patch size {hr_patch_size} must be a positive multiple of the "
-                         f"dataset's scale {scale} (from {data_dir}).")
+        raise ValueError(
+            f"HR patch size {hr_patch_size} must be a positive multiple of the "
+            f"dataset's scale {scale} (from {data_dir})."
+        )
     if split is None:
         return
     info = manifest.splits[split]
@@ -108,7 +110,8 @@ def _check_patch_size(data_dir, manifest, hr_patch_size, split):
         raise ValueError(
             f"HR patch size {hr_patch_size} (LR {lr_patch}) is larger than the smallest image "
             f"of split {split!r} in {data_dir}: LR {info.min_lr_height}x{info.min_lr_width} "
-            f"(HR {info.min_lr_height * scale}x{info.min_lr_width * scale}).")
+            f"(HR {info.min_lr_height * scale}x{info.min_lr_width * scale})."
+        )
 
 
 def _shard_sizes(files, compression):
@@ -134,9 +137,13 @@ def _shard_records(files, compression, context, deterministic, seed=None, foreve
         return pair_records.read_shard(shard, shard_bytes, compression)
 
     if len(files) < num_pipelines:
-        logging.warning("%d shard files for %d input pipelines: every pipeline reads all files and "
-                        "keeps every %d-th record (more shards would avoid the extra reads).",
-                        len(files), num_pipelines, num_pipelines)
+        logging.warning(
+            "%d shard files for %d input pipelines: every pipeline reads all files and "
+            "keeps every %d-th record (more shards would avoid the extra reads).",
+            len(files),
+            num_pipelines,
+            num_pipelines,
+        )
         records = _file_list(files, sizes).flat_map(read).shard(num_pipelines, pipeline_id)
         return records.repeat() if forever else records
     files, sizes = files[pipeline_id::num_pipelines], sizes[pipeline_id::num_pipelines]
@@ -145,8 +152,12 @@ def _shard_records(files, compression, context, deterministic, seed=None, foreve
         file_list = file_list.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         file_list = file_list.repeat()
     return file_list.interleave(
-        read, cycle_length=min(len(files), _MAX_PARALLEL_SHARDS), block_length=1,
-        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        read,
+        cycle_length=min(len(files), _MAX_PARALLEL_SHARDS),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
 
 
 def _decoded_images(config, manifest, context, seed, corrupt_counter):
@@ -154,16 +165,21 @@ def _decoded_images(config, manifest, context, seed, corrupt_counter):
     deterministic = config.seed is not None
     files = schema.split_files(config.data_dir, manifest, config.split)
     compression = schema.compression_type(manifest.compressed)
-    records = _shard_records(files, compression, context, deterministic, seed,
-                             forever=not config.cache_decoded_images)
-    images = pair_records.decoded_pairs(records, manifest.scale, deterministic,
-                                        config.skip_corrupt, corrupt_counter)
+    records = _shard_records(
+        files, compression, context, deterministic, seed, forever=not config.cache_decoded_images
+    )
+    images = pair_records.decoded_pairs(
+        records, manifest.scale, deterministic, config.skip_corrupt, corrupt_counter
+    )
     if not config.cache_decoded_images:
         return images
     # Decoded once into memory; each epoch then reshuffles whole images (not just files).
     num_images = manifest.splits[config.split].num_examples
-    return images.cache().shuffle(min(num_images, _MAX_IMAGE_SHUFFLE), seed=seed,
-                                  reshuffle_each_iteration=True).repeat()
+    return (
+        images.cache()
+        .shuffle(min(num_images, _MAX_IMAGE_SHUFFLE), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+    )
 
 
 def _op_seeds(seed, pipeline_id):
@@ -213,16 +229,23 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
 
     def crops(image, crop_seed):
         _, lr, hr = image
-        return patches.random_aligned_crops(lr, hr, scale, lr_patch, config.crops_per_image,
-                                            crop_seed)
+        return patches.random_aligned_crops(
+            lr, hr, scale, lr_patch, config.crops_per_image, crop_seed
+        )
 
-    pairs = tf.data.Dataset.zip((images, seeds)).map(
-        crops, num_parallel_calls=AUTOTUNE, deterministic=deterministic).unbatch()
-    batches = pairs.shuffle(config.shuffle_buffer, seed=pair_seed).batch(batch_size,
-                                                                     drop_remainder=True)
-    batches = batches.map(lambda lr, hr: (value_range.lr_from_uint8(lr),
-                                          value_range.hr_from_uint8(hr)),
-                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    pairs = (
+        tf.data.Dataset.zip((images, seeds))
+        .map(crops, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        .unbatch()
+    )
+    batches = pairs.shuffle(config.shuffle_buffer, seed=pair_seed).batch(
+        batch_size, drop_remainder=True
+    )
+    batches = batches.map(
+        lambda lr, hr: (value_range.lr_from_uint8(lr), value_range.hr_from_uint8(hr)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
     return batches.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
@@ -246,8 +269,10 @@ def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None
       "hr": float32 [b, h*s, w*s, 3] in [-1, 1]}.
     """
     if hr_crop_size is None and batch_size != 1:
-        raise ValueError(f"Full validation images differ in size: batch_size must be 1 without "
-                         f"hr_crop_size (got {batch_size}).")
+        raise ValueError(
+            f"Full validation images differ in size: batch_size must be 1 without "
+            f"hr_crop_size (got {batch_size})."
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     manifest = open_dataset(data_dir, hr_crop_size, split)
@@ -255,14 +280,18 @@ def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None
     compression = schema.compression_type(manifest.compressed)
     files = schema.split_files(data_dir, manifest, split)
     records = _file_list(files, _shard_sizes(files, compression)).flat_map(
-        lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression))
+        lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression)
+    )
     pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
 
     def to_example(key, lr, hr):
         if hr_crop_size is not None:
             lr, hr = patches.centre_crop(lr, hr, scale, hr_crop_size)
-        return {"key": key, "lr": value_range.lr_from_uint8(lr),
-                "hr": value_range.hr_from_uint8(hr)}
+        return {
+            "key": key,
+            "lr": value_range.lr_from_uint8(lr),
+            "hr": value_range.hr_from_uint8(hr),
+        }
 
     examples = pairs.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     return examples.batch(batch_size).prefetch(AUTOTUNE).with_options(_options(True))

@@ -65,8 +65,13 @@ class TrainConfig:
     def __post_init__(self):
         if self.phase not in generator_store.PHASES:
             raise ValueError(f"phase must be one of {generator_store.PHASES}, got {self.phase!r}.")
-        for name in ("train_steps", "global_batch_size", "steps_per_loop", "checkpoint_steps",
-                     "log_steps"):
+        for name in (
+            "train_steps",
+            "global_batch_size",
+            "steps_per_loop",
+            "checkpoint_steps",
+            "log_steps",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
 
@@ -78,8 +83,12 @@ def _every(step, previous, interval):
 def _next_stop(step, config):
     """The next step at which the loop must come back to Python (a log/save/eval boundary)."""
     stops = [config.train_steps, step + config.steps_per_loop]
-    for interval in (config.checkpoint_steps, config.log_steps, config.eval_steps,
-                     config.image_steps):
+    for interval in (
+        config.checkpoint_steps,
+        config.log_steps,
+        config.eval_steps,
+        config.image_steps,
+    ):
         if interval > 0:
             stops.append((step // interval + 1) * interval)
     return min(stops)
@@ -92,11 +101,15 @@ class Controller:
         self.config = config
         self.strategy = strategy
         self.is_chief = strategy_lib.is_chief(strategy)
-        self.manifest = input_pipeline.open_dataset(config.data_dir, config.hr_patch_size,
-                                                    split="train")
+        self.manifest = input_pipeline.open_dataset(
+            config.data_dir, config.hr_patch_size, split="train"
+        )
         self.generator_config = generator_store.GeneratorConfig(
-            scale=self.manifest.scale, num_blocks=config.num_blocks, channels=config.channels,
-            bicubic_skip=config.bicubic_skip)
+            scale=self.manifest.scale,
+            num_blocks=config.num_blocks,
+            channels=config.channels,
+            bicubic_skip=config.bicubic_skip,
+        )
         if self.is_chief:
             generator_store.write_config(config.model_dir, self.generator_config)
         self.state = self._build_state()
@@ -104,15 +117,21 @@ class Controller:
         self.write_dir = strategy_lib.write_dir(self.phase_dir, strategy)
         self.checkpoint = train_state.make_checkpoint(self.state)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self.write_dir, max_to_keep=config.max_checkpoints,
-            step_counter=self.state.global_step)
+            self.checkpoint,
+            self.write_dir,
+            max_to_keep=config.max_checkpoints,
+            step_counter=self.state.global_step,
+        )
         self._restore()
         dataset = strategy.distribute_datasets_from_function(
-            train_input.input_fn(config, self.state.step()))
+            train_input.input_fn(config, self.state.step())
+        )
         self.iterator = iter(dataset)
-        self.reporter = reporting.Reporter(posixpath.join(self.write_dir, "summaries"),
-                                           posixpath.join(self.write_dir, "images"),
-                                           config.train_steps)
+        self.reporter = reporting.Reporter(
+            posixpath.join(self.write_dir, "summaries"),
+            posixpath.join(self.write_dir, "images"),
+            config.train_steps,
+        )
         self._loop_fns = {}
         self._stop_requested = False
         self._saved_step = self.state.step()
@@ -127,17 +146,28 @@ class Controller:
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
             return train_state.build_state(
-                self.strategy, config.phase, self.generator_config, config.hr_patch_size,
-                config.optimizer, config.perceptual_network, config.perceptual_weights)
+                self.strategy,
+                config.phase,
+                self.generator_config,
+                config.hr_patch_size,
+                config.optimizer,
+                config.perceptual_network,
+                config.perceptual_weights,
+            )
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
     def _restore(self):
         # Every worker restores from the chief's directory, where the real checkpoints are.
         chief_manager = tf.train.CheckpointManager(self.checkpoint, self.phase_dir, None)
-        note = train_state.restore_or_initialize(chief_manager, self.checkpoint, self.state,
-                                                 self.config.phase, self.config.model_dir,
-                                                 self.config.init_checkpoint)
+        note = train_state.restore_or_initialize(
+            chief_manager,
+            self.checkpoint,
+            self.state,
+            self.config.phase,
+            self.config.model_dir,
+            self.config.init_checkpoint,
+        )
         train_state.apply_learning_rates(self.state, self.config.optimizer)
         logging.info("Phase %s: %s.", self.config.phase, note)
 
@@ -147,14 +177,23 @@ class Controller:
         """The compiled loop of `num_steps` steps (one trace per distinct length)."""
         if num_steps not in self._loop_fns:
             step_config = steps.StepConfig(
-                phase=self.config.phase, global_batch_size=self.config.global_batch_size,
-                steps_per_loop=num_steps, xla=steps.resolve_xla_mode(self.config.xla,
-                                                                     self.strategy),
-                mixed_precision=self.config.optimizer.mixed_precision, loss=self.config.loss)
+                phase=self.config.phase,
+                global_batch_size=self.config.global_batch_size,
+                steps_per_loop=num_steps,
+                xla=steps.resolve_xla_mode(self.config.xla, self.strategy),
+                mixed_precision=self.config.optimizer.mixed_precision,
+                loss=self.config.loss,
+            )
             s = self.state
             self._loop_fns[num_steps] = steps.build_train_loop_fn(
-                self.strategy, step_config, s.generator, s.discriminator, s.content_model,
-                s.g_optimizer, s.d_optimizer)
+                self.strategy,
+                step_config,
+                s.generator,
+                s.discriminator,
+                s.content_model,
+                s.g_optimizer,
+                s.d_optimizer,
+            )
         return self._loop_fns[num_steps]
 
     def _check_finite(self, step, metrics):
@@ -163,7 +202,8 @@ class Controller:
             raise NonFiniteLossError(
                 f"Non-finite loss at step {step}: {bad}. Stopped WITHOUT saving; the last good "
                 f"checkpoint ({tf.train.latest_checkpoint(self.phase_dir) or 'none yet'}) is "
-                "intact. Try a lower learning rate, or --mixed_precision off.")
+                "intact. Try a lower learning rate, or --mixed_precision off."
+            )
 
     # -- around the step ----------------------------------------------------------------------
 
@@ -183,8 +223,7 @@ class Controller:
             logging.warning("No validation split in %s: skipping validation.", self.config.data_dir)
             return {}
         dataset = input_pipeline.make_validation_dataset(self.config.data_dir, split=split)
-        results = evaluation.evaluate_validation(self.state.generator, dataset,
-                                                 self.manifest.scale)
+        results = evaluation.evaluate_validation(self.state.generator, dataset, self.manifest.scale)
         self.reporter.validation(step, results)
         return results
 
@@ -192,11 +231,19 @@ class Controller:
         split = self._validation_split() or "train"
         info = self.manifest.splits[split]
         scale = self.manifest.scale
-        side = min(self.config.hr_patch_size * 2, info.min_lr_height * scale,
-                   info.min_lr_width * scale) // scale * scale
+        side = (
+            min(
+                self.config.hr_patch_size * 2, info.min_lr_height * scale, info.min_lr_width * scale
+            )
+            // scale
+            * scale
+        )
         dataset = input_pipeline.make_validation_dataset(
-            self.config.data_dir, split=split, hr_crop_size=side,
-            batch_size=self.config.num_grid_images)
+            self.config.data_dir,
+            split=split,
+            hr_crop_size=side,
+            batch_size=self.config.num_grid_images,
+        )
         batch = next(iter(dataset))
         sr = self.state.generator(batch["lr"], training=False)
         self.reporter.images(step, reporting.image_grid(batch["lr"], sr, batch["hr"]))
@@ -238,8 +285,9 @@ class Controller:
                 self.evaluate(step)
             if _every(step, previous, config.image_steps) and self.is_chief:
                 self.write_images(step)
-            if _every(step, previous, config.eval_steps) or _every(step, previous,
-                                                                   config.image_steps):
+            if _every(step, previous, config.eval_steps) or _every(
+                step, previous, config.image_steps
+            ):
                 self.reporter.start(step)
         if self._stop_requested and step != self._saved_step:
             self.save()
@@ -252,4 +300,3 @@ def train(config: TrainConfig, strategy):
     controller = Controller(config, strategy)
     metrics = controller.run()
     return controller.state.step(), metrics
-

@@ -36,8 +36,9 @@ def apply_gradients(optimizer, tape, scaled_loss, variables):
         return
     scale = tf.convert_to_tensor(optimizer.dynamic_scale)
     grads = [g / scale for g in tape.gradient(scaled_loss, variables)]
-    non_finite = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
-                           for g in grads])
+    non_finite = tf.add_n(
+        [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads]
+    )
     context = tf.distribute.get_replica_context()
     finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, non_finite), 0.0)
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]

@@ -59,8 +59,10 @@ def _filter_valid(image, kernel):
 def ssim(a, b):
     """Mean SSIM of two float [H, W] arrays on the [0, 255] scale (sides >= 11)."""
     if min(a.shape) < _SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels "
-                         f"after shaving, got {a.shape[1]}x{a.shape[0]}")
+        raise ValueError(
+            f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels "
+            f"after shaving, got {a.shape[1]}x{a.shape[0]}"
+        )
     kernel = _gaussian_window()
     c1, c2 = (_K1 * _PEAK) ** 2, (_K2 * _PEAK) ** 2
     mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
@@ -68,7 +70,8 @@ def ssim(a, b):
     var_b = _filter_valid(b * b, kernel) - mu_b**2
     cov = _filter_valid(a * b, kernel) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
     return float(np.mean(ssim_map))
 
 
@@ -85,7 +88,8 @@ def psnr_ssim_y(sr_uint8, hr_uint8, shave):
     """
     sr_y, hr_y = y_channel(sr_uint8), y_channel(hr_uint8)
     if sr_y.shape != hr_y.shape:
-        raise ValueError(f"SR is {sr_y.shape[1]}x{sr_y.shape[0]} but HR is "
-                         f"{hr_y.shape[1]}x{hr_y.shape[0]}")
+        raise ValueError(
+            f"SR is {sr_y.shape[1]}x{sr_y.shape[0]} but HR is {hr_y.shape[1]}x{hr_y.shape[0]}"
+        )
     sr_y, hr_y = shave_border(sr_y, shave), shave_border(hr_y, shave)
     return psnr(sr_y, hr_y), ssim(sr_y, hr_y)

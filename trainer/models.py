@@ -60,8 +60,7 @@ def _residual_block(x, channels):
     return layers.Add()([x, y])
 
 
-def srresnet_generator(scale=4, num_blocks=16, channels=64, bicubic_skip=False,
-                       name="srresnet"):
+def srresnet_generator(scale=4, num_blocks=16, channels=64, bicubic_skip=False, name="srresnet"):
     """SRResNet: 9x9 conv + PReLU, residual blocks, conv-BN + global skip, sub-pixel x2 stages.
 
     Args:
@@ -93,8 +92,7 @@ def srresnet_generator(scale=4, num_blocks=16, channels=64, bicubic_skip=False,
     # With the bicubic skip, a zero-initialised last conv makes the untrained model exactly
     # bicubic, so training can only start from the baseline and improve on it.
     last_init = "zeros" if bicubic_skip else "glorot_uniform"
-    outputs = layers.Conv2D(3, 9, padding="same", kernel_initializer=last_init,
-                            dtype="float32")(x)
+    outputs = layers.Conv2D(3, 9, padding="same", kernel_initializer=last_init, dtype="float32")(x)
     if bicubic_skip:
         bicubic = BicubicUpsample(scale, dtype="float32")(inputs)
         outputs = layers.Add(dtype="float32")([outputs, bicubic])

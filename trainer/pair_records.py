@@ -24,8 +24,9 @@ def _decode_pair(serialized, scale):
     features = schema.parse_example(serialized)
     lr = tf.io.decode_png(features["lr/encoded"], channels=schema.CHANNELS)
     hr = tf.io.decode_png(features["hr/encoded"], channels=schema.CHANNELS)
-    check = tf.debugging.assert_equal(tf.shape(hr)[:2], tf.shape(lr)[:2] * scale,
-                                      message="HR size is not scale x LR size")
+    check = tf.debugging.assert_equal(
+        tf.shape(hr)[:2], tf.shape(lr)[:2] * scale, message="HR size is not scale x LR size"
+    )
     with tf.control_dependencies([check]):
         return features["key"], tf.identity(lr), tf.identity(hr)
 
@@ -41,11 +42,17 @@ def _decode_or_flag(shard, index, serialized, scale):
     Errors cannot be caught inside a map function, but a one-record dataset with ignore_errors
     followed by a placeholder turns a failure into data, so the caller can name the shard.
     """
-    decoded = tf.data.Dataset.from_tensors(serialized).map(
-        lambda s: (tf.constant(True),) + _decode_pair(s, scale)).ignore_errors()
+    decoded = (
+        tf.data.Dataset.from_tensors(serialized)
+        .map(lambda s: (tf.constant(True),) + _decode_pair(s, scale))
+        .ignore_errors()
+    )
     failed = tf.data.Dataset.from_tensors(_placeholder_pair())
-    return decoded.concatenate(failed).take(1).map(
-        lambda ok, key, lr, hr: (shard, index, ok, key, lr, hr))
+    return (
+        decoded.concatenate(failed)
+        .take(1)
+        .map(lambda ok, key, lr, hr: (shard, index, ok, key, lr, hr))
+    )
 
 
 # Large sequential reads: few round trips per shard on gs:// (TF's default is 256 KiB).
@@ -57,8 +64,11 @@ _FRAMING_BYTES = 16
 def _count_bytes(state, element):
     count, size = state
     record, is_end = element
-    size += tf.where(is_end, tf.constant(0, tf.int64),
-                     tf.cast(tf.strings.length(record), tf.int64) + _FRAMING_BYTES)
+    size += tf.where(
+        is_end,
+        tf.constant(0, tf.int64),
+        tf.cast(tf.strings.length(record), tf.int64) + _FRAMING_BYTES,
+    )
     return (count + 1, size), (count, record, is_end, size)
 
 
@@ -75,8 +85,9 @@ def read_shard(shard, shard_bytes, compression):
     of the file's size, an empty record follows them: it fails to parse, which reports (or
     skips) it by shard and index. GZIP shards (uncompressed size unknown) keep TF's error.
     """
-    records = tf.data.TFRecordDataset(shard, compression_type=compression,
-                                      buffer_size=_READ_BUFFER_BYTES)
+    records = tf.data.TFRecordDataset(
+        shard, compression_type=compression, buffer_size=_READ_BUFFER_BYTES
+    )
     if compression:
         return records.enumerate().map(lambda index, record: (shard, index, record))
     end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
@@ -87,10 +98,17 @@ def read_shard(shard, shard_bytes, compression):
 
 
 def _fail_corrupt(shard, index, ok, key, lr, hr):
-    check = tf.debugging.Assert(ok, [
-        "Corrupt record (undecodable Example or PNG, HR not scale x LR, or the shard file "
-        "damaged from here on) at index", index,
-        "of shard", shard, "; rerun data_prep or set skip_corrupt to skip such records."])
+    check = tf.debugging.Assert(
+        ok,
+        [
+            "Corrupt record (undecodable Example or PNG, HR not scale x LR, or the shard file "
+            "damaged from here on) at index",
+            index,
+            "of shard",
+            shard,
+            "; rerun data_prep or set skip_corrupt to skip such records.",
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.identity(key), tf.identity(lr), tf.identity(hr)
 
@@ -98,12 +116,19 @@ def _fail_corrupt(shard, index, ok, key, lr, hr):
 def _report_skip(counter):
     def report(shard, index, ok, key, lr, hr):
         def log_and_count():
-            tf.print("input_pipeline: skipping corrupt record", index, "of shard", shard,
-                     output_stream=sys.stderr)
+            tf.print(
+                "input_pipeline: skipping corrupt record",
+                index,
+                "of shard",
+                shard,
+                output_stream=sys.stderr,
+            )
             if counter is not None:
                 counter.assign_add(1)
             return tf.constant(False)
+
         return tf.cond(ok, lambda: tf.constant(True), log_and_count)
+
     return report
 
 
@@ -119,7 +144,10 @@ def decoded_pairs(records, scale, deterministic, skip_corrupt=False, corrupt_cou
     """
     flagged = records.interleave(
         lambda shard, index, record: _decode_or_flag(shard, index, record, scale),
-        cycle_length=AUTOTUNE, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        cycle_length=AUTOTUNE,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
     if skip_corrupt:
         flagged = flagged.filter(_report_skip(corrupt_counter))
         return flagged.map(lambda shard, index, ok, key, lr, hr: (key, lr, hr))

@@ -60,15 +60,17 @@ def random_aligned_crops(lr, hr, scale, lr_patch_size, count, seed, augment=True
     """
     shape = tf.shape(lr)
     y_seed, x_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    tops = tf.random.stateless_uniform([count], y_seed, minval=0,
-                                       maxval=shape[0] - lr_patch_size + 1, dtype=tf.int32)
-    lefts = tf.random.stateless_uniform([count], x_seed, minval=0,
-                                        maxval=shape[1] - lr_patch_size + 1, dtype=tf.int32)
-    symmetries = tf.random.stateless_uniform([count], flip_seed, minval=0,
-                                             maxval=8 if augment else 1, dtype=tf.int32)
+    tops = tf.random.stateless_uniform(
+        [count], y_seed, minval=0, maxval=shape[0] - lr_patch_size + 1, dtype=tf.int32
+    )
+    lefts = tf.random.stateless_uniform(
+        [count], x_seed, minval=0, maxval=shape[1] - lr_patch_size + 1, dtype=tf.int32
+    )
+    symmetries = tf.random.stateless_uniform(
+        [count], flip_seed, minval=0, maxval=8 if augment else 1, dtype=tf.int32
+    )
     lr_patches = _gather_patches(lr, tops, lefts, lr_patch_size, symmetries)
-    hr_patches = _gather_patches(hr, tops * scale, lefts * scale, lr_patch_size * scale,
-                                 symmetries)
+    hr_patches = _gather_patches(hr, tops * scale, lefts * scale, lr_patch_size * scale, symmetries)
     return lr_patches, hr_patches
 
 
@@ -82,6 +84,6 @@ def centre_crop(lr, hr, scale, hr_crop_size):
     shape = tf.shape(lr)
     top = (shape[0] - lr_size) // 2
     left = (shape[1] - lr_size) // 2
-    lr_crop = lr[top:top + lr_size, left:left + lr_size]
-    hr_crop = hr[top * scale:(top + lr_size) * scale, left * scale:(left + lr_size) * scale]
+    lr_crop = lr[top : top + lr_size, left : left + lr_size]
+    hr_crop = hr[top * scale : (top + lr_size) * scale, left * scale : (left + lr_size) * scale]
     return lr_crop, hr_crop

@@ -40,17 +40,23 @@ class NetworkSpec:
 
 NETWORKS = {
     "vgg54": NetworkSpec(
-        builder="VGG19", layer="block5_conv4", feature_scale=1.0 / 12.75,
+        builder="VGG19",
+        layer="block5_conv4",
+        feature_scale=1.0 / 12.75,
         weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_origin=_KERAS_WEIGHTS_URL
         + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        weights_hash="253f8cb515780f3b799900260a226db6"),
+        weights_hash="253f8cb515780f3b799900260a226db6",
+    ),
     "resnet152v2": NetworkSpec(
-        builder="ResNet152V2", layer="conv2_block3_out", feature_scale=1.0,
+        builder="ResNet152V2",
+        layer="conv2_block3_out",
+        feature_scale=1.0,
         weights_file="resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_origin=_KERAS_WEIGHTS_URL
         + "resnet/resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        weights_hash="ed17cf2e0169df9d443503ef94b23b33"),
+        weights_hash="ed17cf2e0169df9d443503ef94b23b33",
+    ),
 }
 
 
@@ -77,20 +83,27 @@ def download_imagenet_weights(network, cache_dir=None):
     """Fetches Keras' ImageNet no-top weights file (cached); PerceptualWeightsError when offline."""
     spec = _spec(network)
     try:
-        return keras.utils.get_file(spec.weights_file, spec.weights_origin, cache_subdir="models",
-                                    file_hash=spec.weights_hash, cache_dir=cache_dir)
+        return keras.utils.get_file(
+            spec.weights_file,
+            spec.weights_origin,
+            cache_subdir="models",
+            file_hash=spec.weights_hash,
+            cache_dir=cache_dir,
+        )
     except Exception as e:  # noqa: BLE001 - urllib/HTTP/hash errors all mean "no weights"
         raise PerceptualWeightsError(
             f"Could not download the ImageNet weights of {network} ({type(e).__name__}: {e}). "
             f"On a machine with internet access download {spec.weights_origin} "
             f"(file {spec.weights_file}), copy it here and pass "
-            f"--perceptual_weights=/path/to/{spec.weights_file}.") from None
+            f"--perceptual_weights=/path/to/{spec.weights_file}."
+        ) from None
 
 
 def _spec(network):
     if network not in NETWORKS:
-        raise ValueError(f"Unknown perceptual network {network!r}; "
-                         f"choose one of {sorted(NETWORKS)}.")
+        raise ValueError(
+            f"Unknown perceptual network {network!r}; choose one of {sorted(NETWORKS)}."
+        )
     return NETWORKS[network]
 
 
@@ -108,7 +121,8 @@ def _build_backbone(spec, weights_path):
             raise PerceptualWeightsError(
                 f"Could not load perceptual weights from {weights_path} into {spec.builder} "
                 f"without its top ({type(e).__name__}: {e}). Pass Keras' no-top file "
-                f"{spec.weights_file} or weights saved from the same network.") from None
+                f"{spec.weights_file} or weights saved from the same network."
+            ) from None
     return backbone
 
 
@@ -116,13 +130,17 @@ def _resolve_weights(network, weights, cache_dir):
     if weights == "imagenet":
         return download_imagenet_weights(network, cache_dir)
     if weights == "none":
-        logging.warning("Perceptual network %s has RANDOM weights (weights='none'): the content "
-                        "loss is meaningless except in tests.", network)
+        logging.warning(
+            "Perceptual network %s has RANDOM weights (weights='none'): the content "
+            "loss is meaningless except in tests.",
+            network,
+        )
         return None
     if not tf.io.gfile.exists(weights):
         raise PerceptualWeightsError(
             f"Perceptual weights file {weights} does not exist (expected 'imagenet', 'none' or "
-            f"a path to {_spec(network).weights_file}).")
+            f"a path to {_spec(network).weights_file})."
+        )
     return weights
 
 

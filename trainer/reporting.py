@@ -71,15 +71,25 @@ class Reporter:
                 tf.summary.scalar("steps_per_second", self.steps_per_second)
         eta = (self.total_steps - step) / self.steps_per_second if self.steps_per_second else 0.0
         losses = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        logging.info("step %d/%d  %s  lr=%.3g  %.2f steps/s  ETA %s", step, self.total_steps,
-                     losses, learning_rate, self.steps_per_second, format_duration(eta))
+        logging.info(
+            "step %d/%d  %s  lr=%.3g  %.2f steps/s  ETA %s",
+            step,
+            self.total_steps,
+            losses,
+            learning_rate,
+            self.steps_per_second,
+            format_duration(eta),
+        )
 
     def validation(self, step, results):
         with self.eval_writer.as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(f"validation/{name}", value)
-        logging.info("step %d validation: %s", step,
-                     " ".join(f"{k}={v:.4f}" for k, v in sorted(results.items())))
+        logging.info(
+            "step %d validation: %s",
+            step,
+            " ".join(f"{k}={v:.4f}" for k, v in sorted(results.items())),
+        )
 
     def images(self, step, grid):
         """Writes the LR/bicubic/SR/HR grid as an image summary and as a PNG file."""

@@ -26,8 +26,15 @@ from trainer import loss_scaling, losses
 PHASES = ("pretrain", "gan")
 XLA_MODES = ("off", "step", "auto")
 PRETRAIN_METRICS = ("pixel_loss",)
-GAN_METRICS = ("g_loss", "content_loss", "adversarial_loss", "pixel_loss", "d_loss", "d_real",
-               "d_fake")
+GAN_METRICS = (
+    "g_loss",
+    "content_loss",
+    "adversarial_loss",
+    "pixel_loss",
+    "d_loss",
+    "d_real",
+    "d_fake",
+)
 # Measured with trainer.bench_step on the 2-core CPU machine: auto = off (no CPU clustering), step
 # 0.5x (pretrain) to 0.85x (gan) of off; see the README.
 CPU_DEFAULT_XLA = "off"
@@ -60,8 +67,10 @@ class StepConfig:
         if self.xla not in XLA_MODES + ("default",):
             raise ValueError(f"xla must be one of {XLA_MODES + ('default',)}, got {self.xla!r}.")
         if self.global_batch_size < 1 or self.steps_per_loop < 1:
-            raise ValueError("global_batch_size and steps_per_loop must be >= 1, got "
-                             f"{self.global_batch_size} and {self.steps_per_loop}.")
+            raise ValueError(
+                "global_batch_size and steps_per_loop must be >= 1, got "
+                f"{self.global_batch_size} and {self.steps_per_loop}."
+            )
 
     @property
     def metric_names(self):
@@ -110,8 +119,11 @@ def resolve_xla_mode(xla, strategy):
             return CPU_DEFAULT_XLA
         return "auto" if multi_replica else "step"
     if xla == "step" and multi_replica:
-        logging.warning("--xla=step compiles the step of a single replica only; with %d replicas "
-                        "it falls back to --xla=auto.", strategy.num_replicas_in_sync)
+        logging.warning(
+            "--xla=step compiles the step of a single replica only; with %d replicas "
+            "it falls back to --xla=auto.",
+            strategy.num_replicas_in_sync,
+        )
         return "auto"
     return xla
 
@@ -121,8 +133,9 @@ def _pretrain_step_fn(config, generator, g_optimizer):
         lr, hr = batch
         with tf.GradientTape() as tape:
             sr = generator(lr, training=True)
-            pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss),
-                                   config.global_batch_size)
+            pixel = losses.average(
+                losses.pixel_loss(hr, sr, config.loss.pixel_loss), config.global_batch_size
+            )
             scaled = g_optimizer.scale_loss(pixel)
         loss_scaling.apply_gradients(g_optimizer, tape, scaled, generator.trainable_variables)
         return {"pixel_loss": pixel}
@@ -130,21 +143,23 @@ def _pretrain_step_fn(config, generator, g_optimizer):
     return replica_step
 
 
-def _gan_step_fn(config, generator, discriminator, content_model, content_loss_fn,
-                 g_optimizer, d_optimizer):
+def _gan_step_fn(
+    config, generator, discriminator, content_model, content_loss_fn, g_optimizer, d_optimizer
+):
     weights, batch_size = config.loss, config.global_batch_size
 
     def discriminator_update(hr, sr):
         with tf.GradientTape() as tape:
             real_logits = discriminator(hr, training=True)
             fake_logits = discriminator(sr, training=True)
-            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits),
-                                    batch_size)
+            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits), batch_size)
             scaled = d_optimizer.scale_loss(d_loss)
         loss_scaling.apply_gradients(d_optimizer, tape, scaled, discriminator.trainable_variables)
-        return {"d_loss": d_loss,
-                "d_real": losses.average(losses.probability(real_logits), batch_size),
-                "d_fake": losses.average(losses.probability(fake_logits), batch_size)}
+        return {
+            "d_loss": d_loss,
+            "d_real": losses.average(losses.probability(real_logits), batch_size),
+            "d_fake": losses.average(losses.probability(fake_logits), batch_size),
+        }
 
     def replica_step(batch):
         lr, hr = batch
@@ -156,15 +171,22 @@ def _gan_step_fn(config, generator, discriminator, content_model, content_loss_f
                 metrics = discriminator_update(hr, tf.stop_gradient(sr))
             fake_logits = discriminator(sr, training=True)
             content = losses.average(content_loss_fn(content_model, hr, sr), batch_size)
-            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits),
-                                         batch_size)
+            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits), batch_size)
             pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss), batch_size)
-            g_loss = (weights.content_weight * content + weights.adversarial_weight * adversarial
-                      + weights.pixel_weight * pixel)
+            g_loss = (
+                weights.content_weight * content
+                + weights.adversarial_weight * adversarial
+                + weights.pixel_weight * pixel
+            )
             scaled = g_optimizer.scale_loss(g_loss)
         loss_scaling.apply_gradients(g_optimizer, tape, scaled, generator.trainable_variables)
-        return {**metrics, "g_loss": g_loss, "content_loss": content,
-                "adversarial_loss": adversarial, "pixel_loss": pixel}
+        return {
+            **metrics,
+            "g_loss": g_loss,
+            "content_loss": content,
+            "adversarial_loss": adversarial,
+            "pixel_loss": pixel,
+        }
 
     return replica_step
 
@@ -174,8 +196,17 @@ def _set_autoclustering(enabled):
     tf.config.optimizer.set_jit("autoclustering" if enabled else False)
 
 
-def build_train_loop_fn(strategy, config, generator, discriminator, content_model, g_optimizer,
-                        d_optimizer, *, content_loss_fn=None):
+def build_train_loop_fn(
+    strategy,
+    config,
+    generator,
+    discriminator,
+    content_model,
+    g_optimizer,
+    d_optimizer,
+    *,
+    content_loss_fn=None,
+):
     """The tf.function that runs `config.steps_per_loop` training steps.
 
     Args:
@@ -197,13 +228,22 @@ def build_train_loop_fn(strategy, config, generator, discriminator, content_mode
         replica_step = _pretrain_step_fn(config, generator, g_optimizer)
     else:
         if discriminator is None or content_model is None or d_optimizer is None:
-            raise ValueError("the gan phase needs a discriminator, a content model and "
-                             "d_optimizer.")
+            raise ValueError(
+                "the gan phase needs a discriminator, a content model and d_optimizer."
+            )
         if content_loss_fn is None:
             from trainer import perceptual  # noqa: PLC0415 (pretrain must not need it)
+
             content_loss_fn = perceptual.content_loss
-        replica_step = _gan_step_fn(config, generator, discriminator, content_model,
-                                    content_loss_fn, g_optimizer, d_optimizer)
+        replica_step = _gan_step_fn(
+            config,
+            generator,
+            discriminator,
+            content_model,
+            content_loss_fn,
+            g_optimizer,
+            d_optimizer,
+        )
     mode = resolve_xla_mode(config.xla, strategy)
     _set_autoclustering(mode == "auto")
     if mode == "step":
@@ -217,8 +257,11 @@ def build_train_loop_fn(strategy, config, generator, discriminator, content_mode
         for _ in tf.range(steps):
             per_replica = strategy.run(replica_step, args=(next(iterator),))
             # Each replica returns its share of the global mean: the SUM is the global mean.
-            totals = {name: totals[name] + strategy.reduce(
-                tf.distribute.ReduceOp.SUM, per_replica[name], axis=None) for name in names}
+            totals = {
+                name: totals[name]
+                + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name], axis=None)
+                for name in names
+            }
         return {name: totals[name] / steps for name in names}
 
     return train_loop

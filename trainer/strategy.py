@@ -35,12 +35,15 @@ def split_cpu(num_replicas):
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas
+        )
     except RuntimeError as e:
         existing = len(tf.config.list_logical_devices("CPU"))
         if existing != num_replicas:
-            raise ValueError(f"--num_cpu_replicas={num_replicas}: TensorFlow was already "
-                             f"initialised with {existing} logical CPU device(s).") from e
+            raise ValueError(
+                f"--num_cpu_replicas={num_replicas}: TensorFlow was already "
+                f"initialised with {existing} logical CPU device(s)."
+            ) from e
 
 
 def _mirrored_devices():
@@ -66,7 +69,8 @@ def create_strategy(name="auto"):
     if not gpus:
         # NCCL is GPU-only; the CPU replicas all-reduce through the host.
         return tf.distribute.MirroredStrategy(
-            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     return tf.distribute.MirroredStrategy(devices)
 
 

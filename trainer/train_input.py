@@ -22,11 +22,20 @@ def input_fn(config, start_step):
     seed = config.seed
     if seed is not None and not replay:
         seed += 7919 * start_step
-    optional = {k: getattr(config, k) for k in ("crops_per_image", "shuffle_buffer")
-                if getattr(config, k) is not None}
-    dataset_fn = input_pipeline.train_dataset_fn(input_pipeline.TrainInputConfig(
-        data_dir=config.data_dir, hr_patch_size=config.hr_patch_size,
-        global_batch_size=config.global_batch_size, seed=seed, **optional))
+    optional = {
+        k: getattr(config, k)
+        for k in ("crops_per_image", "shuffle_buffer")
+        if getattr(config, k) is not None
+    }
+    dataset_fn = input_pipeline.train_dataset_fn(
+        input_pipeline.TrainInputConfig(
+            data_dir=config.data_dir,
+            hr_patch_size=config.hr_patch_size,
+            global_batch_size=config.global_batch_size,
+            seed=seed,
+            **optional,
+        )
+    )
     if not replay or start_step == 0:
         return dataset_fn
 

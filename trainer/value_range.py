@@ -38,3 +38,12 @@ def lr_to_hr_range(images):
 def hr_to_unit(images):
     """HR range [-1, 1] -> [0, 1] (for image summaries and metrics)."""
     return (tf.cast(images, tf.float32) + 1.0) / 2.0
+
+
+def generate_uint8(generator, lr_uint8):
+    """uint8 LR [N, h, w, 3] -> the generator's uint8 SR [N, h*s, w*s, 3] (inference mode).
+
+    The one uint8 -> uint8 wrapper of a generator: evaluation, validation and the serving export
+    all run a generator through it.
+    """
+    return hr_to_uint8(generator(lr_from_uint8(lr_uint8), training=False))

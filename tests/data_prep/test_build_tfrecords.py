@@ -49,8 +49,11 @@ def _paired_inputs(root):
         "b_mismatch": (fixtures.png_bytes(hr), fixtures.png_bytes(hr[:20, :16]), "LR is 16x20"),
         "b_hr_only": (fixtures.png_bytes(hr), None, "no LR partner"),
         "b_lr_only": (None, lr_png, "no HR partner"),
-        "b_small": (fixtures.png_bytes(hr[:16, :16]), fixtures.png_bytes(hr[:4, :4]),
-                    "min_lr_size"),
+        "b_small": (
+            fixtures.png_bytes(hr[:16, :16]),
+            fixtures.png_bytes(hr[:4, :4]),
+            "min_lr_size",
+        ),
         "b_bomb": (image_files.bomb_png(), lr_png, "decompression bomb"),
     }
     for key, (hr_bytes, lr_bytes, _) in bad.items():
@@ -70,16 +73,23 @@ def _paired_inputs(root):
 
 
 def _config(root, out, **kwargs):
-    pair = images.PairConfig(scale=4, min_lr_size=kwargs.pop("min_lr_size", 8),
-                             hr_crop_size=kwargs.pop("hr_crop_size", None))
-    return pipeline.JobConfig(output_dir=str(out), pair=pair, **{
-        "hr_glob": str(root / "hr" / "*"), "lr_glob": str(root / "lr" / "*"), **kwargs})
+    pair = images.PairConfig(
+        scale=4,
+        min_lr_size=kwargs.pop("min_lr_size", 8),
+        hr_crop_size=kwargs.pop("hr_crop_size", None),
+    )
+    return pipeline.JobConfig(
+        output_dir=str(out),
+        pair=pair,
+        **{"hr_glob": str(root / "hr" / "*"), "lr_glob": str(root / "lr" / "*"), **kwargs},
+    )
 
 
 def _read_split(out, manifest, split):
     files = schema.split_files(str(out), manifest, split)
-    dataset = tf.data.TFRecordDataset(files, compression_type=schema.compression_type(
-        manifest.compressed)).map(schema.parse_example)
+    dataset = tf.data.TFRecordDataset(
+        files, compression_type=schema.compression_type(manifest.compressed)
+    ).map(schema.parse_example)
     return {e["key"].numpy().decode(): e for e in dataset}
 
 
@@ -97,8 +107,10 @@ def _rejected(out, manifest):
 def test_paired_job_keeps_every_input_accounted_for(tmp_path):
     bad = _paired_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    result = pipeline.run(_config(tmp_path / "in", out, val_fraction=0.3, num_shards=2,
-                                  compressed=True), PipelineOptions(_IN_PROCESS))
+    result = pipeline.run(
+        _config(tmp_path / "in", out, val_fraction=0.3, num_shards=2, compressed=True),
+        PipelineOptions(_IN_PROCESS),
+    )
     manifest = schema.read_manifest(str(out))
     assert manifest == result.manifest
     examples = {**_read_split(out, manifest, "train"), **_read_split(out, manifest, "validation")}
@@ -114,8 +126,10 @@ def test_paired_job_keeps_every_input_accounted_for(tmp_path):
     assert manifest.num_rejected == len(rejected) == len(bad) + 3
     for split, info in manifest.splits.items():
         assert info.num_examples == len(_read_split(out, manifest, split))
-    assert manifest.num_inputs == sum(
-        s.num_examples for s in manifest.splits.values()) + manifest.num_rejected
+    assert (
+        manifest.num_inputs
+        == sum(s.num_examples for s in manifest.splits.values()) + manifest.num_rejected
+    )
     counters = result.counters  # Beam metrics tell the same story
     assert counters["hr_files"] == len(os.listdir(tmp_path / "in" / "hr"))
     assert counters["lr_files"] == len(os.listdir(tmp_path / "in" / "lr"))
@@ -127,16 +141,20 @@ def test_paired_job_keeps_every_input_accounted_for(tmp_path):
             hr_path = tmp_path / "in" / "hr" / f"{key}_SRF_4_HR.png"
             lr_path = tmp_path / "in" / "lr" / f"{key}_SRF_4_LR.png"
         else:
-            hr_path, lr_path = (tmp_path / "in" / "hr" / f"{key}.png",
-                                tmp_path / "in" / "lr" / f"{key}x4.png")
+            hr_path, lr_path = (
+                tmp_path / "in" / "hr" / f"{key}.png",
+                tmp_path / "in" / "lr" / f"{key}x4.png",
+            )
         hr, lr = _rgb(hr_path), _rgb(lr_path)
-        np.testing.assert_array_equal(tf.io.decode_png(example["hr/encoded"]).numpy(),
-                                      hr[: lr.shape[0] * 4, : lr.shape[1] * 4])
+        np.testing.assert_array_equal(
+            tf.io.decode_png(example["hr/encoded"]).numpy(),
+            hr[: lr.shape[0] * 4, : lr.shape[1] * 4],
+        )
         np.testing.assert_array_equal(tf.io.decode_png(example["lr/encoded"]).numpy(), lr)
         assert example["lr/height"].numpy() == lr.shape[0]
-    assert min(manifest.splits["train"].min_lr_height,
-               manifest.splits["validation"].min_lr_height or 10**9) == min(
-        e["lr/height"].numpy() for e in examples.values())
+    assert min(
+        manifest.splits["train"].min_lr_height, manifest.splits["validation"].min_lr_height or 10**9
+    ) == min(e["lr/height"].numpy() for e in examples.values())
 
 
 def _hr_only_inputs(folder, count=4):
@@ -160,20 +178,28 @@ def test_hr_only_tiles_split_by_source_and_overwrite(tmp_path):
         assert all(e["lr/height"].numpy() == 8 for e in keys.values())
     with pytest.raises(pipeline.JobInputError, match="--overwrite"):
         pipeline.run(config, PipelineOptions(_IN_PROCESS))
-    rerun = pipeline.run(_config(tmp_path / "in", out, lr_glob=None, val_fraction=0.5,
-                                 overwrite=True, num_shards=3), PipelineOptions(_IN_PROCESS))
+    rerun = pipeline.run(
+        _config(tmp_path / "in", out, lr_glob=None, val_fraction=0.5, overwrite=True, num_shards=3),
+        PipelineOptions(_IN_PROCESS),
+    )
     assert rerun.manifest.num_inputs == 4
     assert sorted(os.listdir(out)) == sorted(
-        [schema.MANIFEST_FILENAME, *rerun.manifest.rejected_files,
-         *(f for s in rerun.manifest.splits.values() for f in s.files)])
+        [
+            schema.MANIFEST_FILENAME,
+            *rerun.manifest.rejected_files,
+            *(f for s in rerun.manifest.splits.values() for f in s.files),
+        ]
+    )
     for split in manifest.splits:  # re-running never moves an image between splits
         assert set(_read_split(out, rerun.manifest, split)) == sources[split]
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
     with flagsaver.flagsaver():
-        argv = flags.FLAGS(["prog", f"--hr_glob={tmp_path}/none/*.png",
-                            f"--output_dir={tmp_path}/out"], known_only=True)
+        argv = flags.FLAGS(
+            ["prog", f"--hr_glob={tmp_path}/none/*.png", f"--output_dir={tmp_path}/out"],
+            known_only=True,
+        )
         assert build_tfrecords.main(argv) == 2
     assert capsys.readouterr().err.strip().startswith("error: no files match")
 
@@ -182,17 +208,26 @@ def test_cli_end_to_end_multi_processing(tmp_path):
     """The CLI as `make demo` runs it (2 workers, multi_processing), on the paired inputs."""
     bad = _paired_inputs(tmp_path / "in")
     out = tmp_path / "data"
-    command = [sys.executable, "-m", "data_prep.build_tfrecords",
-               f"--hr_glob={tmp_path}/in/hr/*", f"--lr_glob={tmp_path}/in/lr/*",
-               f"--output_dir={out}", "--scale=4", "--min_lr_size=8", "--val_fraction=0.25",
-               "--direct_num_workers=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "data_prep.build_tfrecords",
+        f"--hr_glob={tmp_path}/in/hr/*",
+        f"--lr_glob={tmp_path}/in/lr/*",
+        f"--output_dir={out}",
+        "--scale=4",
+        "--min_lr_size=8",
+        "--val_fraction=0.25",
+        "--direct_num_workers=2",
+    ]
     done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = schema.read_manifest(str(out))
     good = 3 + (14 if _SET14.is_dir() else 0)
     rejected = len(bad) + 3
-    assert done.stdout.strip().splitlines()[-1].startswith(
-        f"data_prep: {good + rejected} inputs -> ")
+    assert (
+        done.stdout.strip().splitlines()[-1].startswith(f"data_prep: {good + rejected} inputs -> ")
+    )
     assert sum(s.num_examples for s in manifest.splits.values()) == good
     assert manifest.num_rejected == len(_rejected(out, manifest)) == rejected
     assert manifest.num_inputs == good + rejected

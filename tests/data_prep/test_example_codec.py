@@ -13,8 +13,9 @@ def test_serialize_equals_to_example_and_parses():
     assert tf.train.Example.FromString(ours) == schema.to_example(record)
     parsed = schema.parse_example(tf.constant(ours))
     assert parsed["key"].numpy() == b"img_001_y00480" and parsed["lr/width"].numpy() == 10
-    np.testing.assert_array_equal(tf.io.decode_png(parsed["hr/encoded"]).numpy(),
-                                  fixtures.make_image(24, 40, seed=3))
+    np.testing.assert_array_equal(
+        tf.io.decode_png(parsed["hr/encoded"]).numpy(), fixtures.make_image(24, 40, seed=3)
+    )
 
 
 def test_large_and_negative_ints_round_trip():

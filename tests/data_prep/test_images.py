@@ -59,13 +59,19 @@ def test_jpeg_is_accepted():
     assert decoded.pixels.shape == (32, 48, 3) and decoded.rgb8_png is None
 
 
-@pytest.mark.parametrize("data, error, words", [
-    (b"", images.EmptyFileError, "empty file"),
-    (b"this is not a png at all", images.NotAnImageError, "not a readable image"),
-    (image_files.truncated_png(fixtures.make_image(64, 64)), images.CorruptImageError,
-     "truncated"),
-    (image_files.bomb_png(), images.ImageTooLargeError, "100000x100000"),
-])
+@pytest.mark.parametrize(
+    "data, error, words",
+    [
+        (b"", images.EmptyFileError, "empty file"),
+        (b"this is not a png at all", images.NotAnImageError, "not a readable image"),
+        (
+            image_files.truncated_png(fixtures.make_image(64, 64)),
+            images.CorruptImageError,
+            "truncated",
+        ),
+        (image_files.bomb_png(), images.ImageTooLargeError, "100000x100000"),
+    ],
+)
 def test_bad_files_raise_clear_errors(data, error, words):
     with pytest.raises(error, match=words):
         _decode(data)
@@ -79,8 +85,9 @@ def test_max_pixels_is_checked_before_decoding():
 def _pair(hr, lr=None, **config):
     hr_decoded = _decode(fixtures.png_bytes(hr))
     lr_decoded = None if lr is None else _decode(fixtures.png_bytes(lr))
-    return images.prepare_pair("k", hr_decoded, lr_decoded,
-                               images.PairConfig(scale=4, min_lr_size=4, **config))
+    return images.prepare_pair(
+        "k", hr_decoded, lr_decoded, images.PairConfig(scale=4, min_lr_size=4, **config)
+    )
 
 
 def _pixels(png):
@@ -90,8 +97,7 @@ def _pixels(png):
 def test_synthesised_lr_is_bicubic_of_mod_cropped_hr():
     hr = fixtures.make_image(35, 50, seed=2)
     (record,) = _pair(hr)
-    assert (record.hr_height, record.hr_width, record.lr_height, record.lr_width) == (
-        32, 48, 8, 12)
+    assert (record.hr_height, record.hr_width, record.lr_height, record.lr_width) == (32, 48, 8, 12)
     np.testing.assert_array_equal(_pixels(record.hr_png), hr[:32, :48])
     np.testing.assert_array_equal(_pixels(record.lr_png), fixtures.downscale(hr[:32, :48], 4))
 
@@ -111,8 +117,7 @@ def test_lr_size_mismatch_is_rejected():
 
 def test_too_small_is_rejected():
     with pytest.raises(images.ImageTooSmallError, match="min_lr_size=24"):
-        images.prepare_pair("k", _decode(fixtures.png_bytes(RGB)), None,
-                            images.PairConfig(scale=4))
+        images.prepare_pair("k", _decode(fixtures.png_bytes(RGB)), None, images.PairConfig(scale=4))
 
 
 def test_tiles_are_aligned_and_cover_the_image():
@@ -123,17 +128,21 @@ def test_tiles_are_aligned_and_cover_the_image():
     assert [r.key for r in records] == [images.tile_key("k", y, x) for y, x in origins]
     for record, (y, x) in zip(records, origins, strict=True):
         np.testing.assert_array_equal(_pixels(record.hr_png), hr[y : y + 24, x : x + 24])
-        np.testing.assert_array_equal(_pixels(record.lr_png),
-                                      lr[y // 4 : y // 4 + 6, x // 4 : x // 4 + 6])
+        np.testing.assert_array_equal(
+            _pixels(record.lr_png), lr[y // 4 : y // 4 + 6, x // 4 : x // 4 + 6]
+        )
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"hr_crop_size": 30}, "multiple of the scale"),
-    ({"hr_crop_stride": 16}, "needs hr_crop_size"),
-    ({"hr_crop_size": 96, "hr_crop_stride": 50}, "stride 50 is not a multiple"),
-    ({"hr_crop_size": 48, "min_lr_size": 24}, "smaller than min_lr_size"),
-    ({"scale": 5}, "scale must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"hr_crop_size": 30}, "multiple of the scale"),
+        ({"hr_crop_stride": 16}, "needs hr_crop_size"),
+        ({"hr_crop_size": 96, "hr_crop_stride": 50}, "stride 50 is not a multiple"),
+        ({"hr_crop_size": 48, "min_lr_size": 24}, "smaller than min_lr_size"),
+        ({"scale": 5}, "scale must be"),
+    ],
+)
 def test_config_rejects_inconsistent_values(kwargs, words):
     with pytest.raises(ValueError, match=words):
         images.PairConfig(**{"scale": 4, **kwargs})

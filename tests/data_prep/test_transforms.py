@@ -17,8 +17,11 @@ _CONFIG = images.PairConfig(scale=4, min_lr_size=4)
 
 
 def _pipeline():
-    return test_pipeline.TestPipeline(options=beam.options.pipeline_options.PipelineOptions(
-        ["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
+    return test_pipeline.TestPipeline(
+        options=beam.options.pipeline_options.PipelineOptions(
+            ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+        )
+    )
 
 
 def _reasons(rejected):
@@ -29,26 +32,47 @@ def test_match_pairs_routes_unmatched_and_duplicates_to_dead_letter():
     hr = ["/d/0001.png", "/d/0002.png", "/d/img_7_SRF_4_HR.png", "/d/a/0003.png", "/d/b/0003.png"]
     lr = ["/d/0001x4.png", "/d/img_7_SRF_4_LR.png", "/d/0009x4.png", "/d/0003x4.png"]
     with _pipeline() as p:
-        pairs, rejected = {"hr": p | "HR" >> beam.Create(hr), "lr": p | "LR" >> beam.Create(lr)
-                           } | transforms.MatchPairs(scale=4)
-        assert_that(pairs, equal_to([("0001", "/d/0001.png", "/d/0001x4.png"),
-                                     ("img_7", "/d/img_7_SRF_4_HR.png", "/d/img_7_SRF_4_LR.png")]))
+        pairs, rejected = {
+            "hr": p | "HR" >> beam.Create(hr),
+            "lr": p | "LR" >> beam.Create(lr),
+        } | transforms.MatchPairs(scale=4)
+        assert_that(
+            pairs,
+            equal_to(
+                [
+                    ("0001", "/d/0001.png", "/d/0001x4.png"),
+                    ("img_7", "/d/img_7_SRF_4_HR.png", "/d/img_7_SRF_4_LR.png"),
+                ]
+            ),
+        )
         duplicate = "duplicate key: 2 HR and 1 LR files share it"
-        assert_that(_reasons(rejected), equal_to([
-            ("0002.png", "0002", "HR image has no LR partner"),
-            ("0009x4.png", "0009", "LR image has no HR partner"),
-            ("0003.png", "0003", duplicate), ("0003.png", "0003", duplicate),
-            ("0003x4.png", "0003", duplicate)]), label="CheckRejected")
+        assert_that(
+            _reasons(rejected),
+            equal_to(
+                [
+                    ("0002.png", "0002", "HR image has no LR partner"),
+                    ("0009x4.png", "0009", "LR image has no HR partner"),
+                    ("0003.png", "0003", duplicate),
+                    ("0003.png", "0003", duplicate),
+                    ("0003x4.png", "0003", duplicate),
+                ]
+            ),
+            label="CheckRejected",
+        )
 
 
 def test_match_pairs_hr_only_and_key_regex():
     hr = ["/d/cat.png", "/d/dog.png", "/d/x/dog.png", "/d/README"]
     with _pipeline() as p:
         pairs, rejected = {"hr": p | beam.Create(hr)} | transforms.MatchPairs(
-            scale=4, hr_regex=r"^(?P<key>\w+)\.png$")
+            scale=4, hr_regex=r"^(?P<key>\w+)\.png$"
+        )
         assert_that(pairs, equal_to([("cat", "/d/cat.png", None)]))
-        assert_that(rejected | beam.Map(lambda d: os.path.basename(d["path"])),
-                    equal_to(["dog.png", "dog.png", "README"]), label="CheckRejected")
+        assert_that(
+            rejected | beam.Map(lambda d: os.path.basename(d["path"])),
+            equal_to(["dog.png", "dog.png", "README"]),
+            label="CheckRejected",
+        )
 
 
 def _write(directory, name, data):
@@ -65,21 +89,30 @@ def test_decode_and_validate_routes_each_bad_input(tmp_path):
     cases = {
         "empty": (_write(d, "empty.png", b""), None, "empty file"),
         "text": (_write(d, "text.png", b"hello"), None, "not a readable image"),
-        "trunc": (_write(d, "trunc.png", image_files.truncated_png(fixtures.make_image(64, 64))),
-                  None, "truncated"),
+        "trunc": (
+            _write(d, "trunc.png", image_files.truncated_png(fixtures.make_image(64, 64))),
+            None,
+            "truncated",
+        ),
         "bomb": (_write(d, "bomb.png", image_files.bomb_png()), None, "decompression bomb"),
         "tiny": (_write(d, "tiny.png", fixtures.png_bytes(hr[:8, :8])), None, "min_lr_size"),
-        "mismatch": (good, _write(d, "mismatch_lr.png", fixtures.png_bytes(hr[:7, :12])),
-                     "LR is 12x7"),
+        "mismatch": (
+            good,
+            _write(d, "mismatch_lr.png", fixtures.png_bytes(hr[:7, :12])),
+            "LR is 12x7",
+        ),
         "missing": (os.path.join(d, "gone.png"), None, "No such file"),
     }
     elements = [("good", good, None)] + [(k, h, lr) for k, (h, lr, _) in cases.items()]
     with _pipeline() as p:
         records, rejected = p | beam.Create(elements) | transforms.DecodeAndValidate(_CONFIG)
-        assert_that(records | beam.Map(lambda kv: (kv[0], kv[1].lr_height, kv[1].lr_width)),
-                    equal_to([("good", 8, 12)]))
-        reasons = rejected | beam.Map(lambda d: (d["key"], os.path.basename(d["path"]),
-                                                 d["reason"]))
+        assert_that(
+            records | beam.Map(lambda kv: (kv[0], kv[1].lr_height, kv[1].lr_width)),
+            equal_to([("good", 8, 12)]),
+        )
+        reasons = rejected | beam.Map(
+            lambda d: (d["key"], os.path.basename(d["path"]), d["reason"])
+        )
 
         def check(found):
             assert sorted(k for k, _, _ in found) == sorted(cases)
@@ -87,6 +120,7 @@ def test_decode_and_validate_routes_each_bad_input(tmp_path):
                 path, lr_path, words = cases[key]
                 assert name == os.path.basename(lr_path or path)
                 assert words in reason, (key, reason)
+
         assert_that(reasons, check, label="CheckRejected")
 
 
@@ -99,8 +133,11 @@ def test_to_example_round_trips_through_schema():
             (serialized,) = found
             parsed = schema.parse_example(tf.constant(serialized))
             assert parsed["key"].numpy() == b"k" and parsed["hr/height"].numpy() == 16
-            np.testing.assert_array_equal(tf.io.decode_png(parsed["lr/encoded"]).numpy(),
-                                          fixtures.downscale(fixtures.make_image(16, 16, 6), 4))
+            np.testing.assert_array_equal(
+                tf.io.decode_png(parsed["lr/encoded"]).numpy(),
+                fixtures.downscale(fixtures.make_image(16, 16, 6), 4),
+            )
+
         assert_that(examples, check)
 
 
@@ -112,8 +149,11 @@ def test_write_shards_names_and_empty_split(tmp_path):
         assert_that(empty, is_empty())
         empty | "WriteEmpty" >> transforms.WriteShards(str(tmp_path), "validation", 1, False)
     names = sorted(os.listdir(tmp_path))
-    assert names == [schema.shard_name("train", 0, 2, True), schema.shard_name("train", 1, 2, True),
-                     schema.shard_name("validation", 0, 1)]
+    assert names == [
+        schema.shard_name("train", 0, 2, True),
+        schema.shard_name("train", 1, 2, True),
+        schema.shard_name("validation", 0, 1),
+    ]
     files = [os.path.join(tmp_path, n) for n in names[:2]]
     read = tf.data.TFRecordDataset(files, compression_type="GZIP")
     assert sorted(x.numpy() for x in read) == [b"a", b"b", b"c"]

@@ -23,8 +23,14 @@ TILING = TilingConfig(tile_size=32, overlap=8, max_input_pixels=100 * 100)
 def run_module(*args, timeout=120):
     """Runs `python -m <args>` from the repository root; returns the CompletedProcess."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def generator_uint8(generator, lr_uint8):
@@ -42,9 +48,11 @@ def make_model_dir(model_dir):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
     generator_store.write_config(model_dir, config)
-    tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator),
-                               generator_store.phase_dir(model_dir, generator_store.PRETRAIN),
-                               3).save()
+    tf.train.CheckpointManager(
+        tf.train.Checkpoint(generator=generator),
+        generator_store.phase_dir(model_dir, generator_store.PRETRAIN),
+        3,
+    ).save()
     return model_dir
 
 
@@ -77,8 +85,12 @@ def loaded(export_dir):
 
 @pytest.fixture(scope="session")
 def server(export_base):
-    config = server_lib.ServerConfig(model_base_path=os.path.join(export_base, MODEL_NAME),
-                                     model_name=MODEL_NAME, rest_port=0, grpc_port=0,
-                                     poll_seconds=0.2)
+    config = server_lib.ServerConfig(
+        model_base_path=os.path.join(export_base, MODEL_NAME),
+        model_name=MODEL_NAME,
+        rest_port=0,
+        grpc_port=0,
+        poll_seconds=0.2,
+    )
     with server_lib.start(config) as running:
         yield running

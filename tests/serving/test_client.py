@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import client_lib, signatures, upscale_files
+from serving import client_lib, contract, upscale_files
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE, run_module
 
@@ -17,8 +17,8 @@ LR = make_image(20, 24, seed=11)
 
 
 def _in_process(loaded, image):
-    out = loaded.signatures[signatures.TENSOR_SIGNATURE](lr_image=tf.constant(image[np.newaxis]))
-    return out[signatures.TENSOR_OUTPUT][0].numpy()
+    out = loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.constant(image[np.newaxis]))
+    return out[contract.TENSOR_OUTPUT][0].numpy()
 
 
 def _address(server, protocol):
@@ -70,21 +70,32 @@ def test_cli_upscales_a_folder_over_rest(server, loaded, tmp_path):
     inputs.mkdir()
     (inputs / "a.png").write_bytes(png_bytes(LR))
     Image.fromarray(LR).convert("L").save(inputs / "b.bmp")
-    result = run_module("serving.client", f"--server={server.rest_address}", "--protocol=rest",
-                        f"--model_name={MODEL_NAME}", f"--input={inputs}",
-                        f"--output={tmp_path / 'sr'}")
+    result = run_module(
+        "serving.client",
+        f"--server={server.rest_address}",
+        "--protocol=rest",
+        f"--model_name={MODEL_NAME}",
+        f"--input={inputs}",
+        f"--output={tmp_path / 'sr'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "sr")) == ["a.png", "b.png"]
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "sr" / "a.png")),
-                                  _in_process(loaded, LR))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "sr" / "a.png")), _in_process(loaded, LR)
+    )
     assert Image.open(tmp_path / "sr" / "b.png").size == (24 * SCALE, 20 * SCALE)
 
 
 def test_cli_reports_unknown_model_without_traceback(server, tmp_path):
     (tmp_path / "a.png").write_bytes(png_bytes(LR))
-    result = run_module("serving.client", f"--server={server.rest_address}", "--protocol=rest",
-                        "--model_name=nope", f"--input={tmp_path / 'a.png'}",
-                        f"--output={tmp_path / 'sr.png'}")
+    result = run_module(
+        "serving.client",
+        f"--server={server.rest_address}",
+        "--protocol=rest",
+        "--model_name=nope",
+        f"--input={tmp_path / 'a.png'}",
+        f"--output={tmp_path / 'sr.png'}",
+    )
     assert result.returncode == 1
     assert "error: Not found" in result.stderr and "Traceback" not in result.stderr
 

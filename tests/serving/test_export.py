@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import signatures
+from serving import contract
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE, TILING, generator_uint8
 
@@ -22,20 +22,21 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 def _signature_block(text, name):
     start = text.index(f"signature_def['{name}']")
     end = text.find("signature_def[", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def test_saved_model_cli_shows_both_signatures(export_dir):
     cli = SAVED_MODEL_CLI if os.path.exists(SAVED_MODEL_CLI) else "saved_model_cli"
-    shown = subprocess.run([cli, "show", "--all", "--dir", export_dir],
-                           capture_output=True, text=True, check=True).stdout
-    default = _signature_block(shown, signatures.BYTES_SIGNATURE)
-    assert f"inputs['{signatures.BYTES_INPUT}']" in default
-    assert f"outputs['{signatures.BYTES_OUTPUT}']" in default
+    shown = subprocess.run(
+        [cli, "show", "--all", "--dir", export_dir], capture_output=True, text=True, check=True
+    ).stdout
+    default = _signature_block(shown, contract.BYTES_SIGNATURE)
+    assert f"inputs['{contract.BYTES_INPUT}']" in default
+    assert f"outputs['{contract.BYTES_OUTPUT}']" in default
     assert default.count("dtype: DT_STRING") == 2 and default.count("shape: (-1)") == 2
-    tensor = _signature_block(shown, signatures.TENSOR_SIGNATURE)
-    assert f"inputs['{signatures.TENSOR_INPUT}']" in tensor
-    assert f"outputs['{signatures.TENSOR_OUTPUT}']" in tensor
+    tensor = _signature_block(shown, contract.TENSOR_SIGNATURE)
+    assert f"inputs['{contract.TENSOR_INPUT}']" in tensor
+    assert f"outputs['{contract.TENSOR_OUTPUT}']" in tensor
     assert tensor.count("dtype: DT_UINT8") == 2 and tensor.count("shape: (-1, -1, -1, 3)") == 2
 
 
@@ -43,8 +44,8 @@ def test_saved_model_cli_shows_both_signatures(export_dir):
 def test_tiled_output_equals_untiled(loaded, generator, height, width):
     assert max(height, width) > TILING.tile_size  # Several tiles, including ragged edge tiles.
     lr = make_image(height, width, seed=height)[np.newaxis]
-    tiled = loaded.signatures[signatures.TENSOR_SIGNATURE](lr_image=tf.constant(lr))
-    tiled = tiled[signatures.TENSOR_OUTPUT].numpy()
+    tiled = loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.constant(lr))
+    tiled = tiled[contract.TENSOR_OUTPUT].numpy()
     assert tiled.shape == (1, height * SCALE, width * SCALE, 3)
     assert np.abs(tiled.astype(int) - generator_uint8(generator, lr)).max() <= 2
 
@@ -58,32 +59,36 @@ def test_bytes_signature_decodes_formats_to_rgb(loaded, image_format, mode, chan
     image = Image.fromarray(rgb).convert(mode)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format)
-    out = loaded.signatures[signatures.BYTES_SIGNATURE](
-        image_bytes=tf.constant([buffer.getvalue()]))[signatures.BYTES_OUTPUT].numpy()
+    out = loaded.signatures[contract.BYTES_SIGNATURE](image_bytes=tf.constant([buffer.getvalue()]))[
+        contract.BYTES_OUTPUT
+    ].numpy()
     sr = np.asarray(Image.open(io.BytesIO(out[0])))
     assert sr.shape == (20 * SCALE, 28 * SCALE, 3)
 
 
 def test_bytes_signature_equals_tensor_signature_on_batch(loaded):
     images = [make_image(16, 12, seed=1), make_image(20, 24, seed=2)]  # Different sizes: map_fn.
-    out = loaded.signatures[signatures.BYTES_SIGNATURE](
-        image_bytes=tf.constant([png_bytes(i) for i in images]))[signatures.BYTES_OUTPUT]
+    out = loaded.signatures[contract.BYTES_SIGNATURE](
+        image_bytes=tf.constant([png_bytes(i) for i in images])
+    )[contract.BYTES_OUTPUT]
     for image, png in zip(images, out.numpy(), strict=True):
-        expected = loaded.signatures[signatures.TENSOR_SIGNATURE](
-            lr_image=tf.constant(image[np.newaxis]))[signatures.TENSOR_OUTPUT][0].numpy()
+        expected = loaded.signatures[contract.TENSOR_SIGNATURE](
+            lr_image=tf.constant(image[np.newaxis])
+        )[contract.TENSOR_OUTPUT][0].numpy()
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
 
 
 def test_over_pixel_limit_is_invalid_argument(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_input_pixels=10000"):
-        loaded.signatures[signatures.TENSOR_SIGNATURE](lr_image=tf.zeros([1, 120, 100, 3],
-                                                                          tf.uint8))
+        loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.zeros([1, 120, 100, 3], tf.uint8))
 
 
 def test_warmup_records_are_prediction_logs_for_both_signatures(export_dir):
-    path = os.path.join(export_dir, signatures.WARMUP_FILE)
-    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-            for r in tf.data.TFRecordDataset(path)]
+    path = os.path.join(export_dir, contract.WARMUP_FILE)
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
     names = {log.predict_log.request.model_spec.signature_name for log in logs}
-    assert names == set(signatures.SIGNATURES)
+    assert names == set(contract.SIGNATURES)
     assert all(log.predict_log.request.model_spec.name == MODEL_NAME for log in logs)

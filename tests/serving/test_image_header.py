@@ -8,12 +8,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import image_header, signatures
+from serving import contract, image_header
 from tests.fixtures import make_image
 
 
-@pytest.mark.parametrize("image_format,mode", [("PNG", "RGB"), ("PNG", "L"), ("JPEG", "RGB"),
-                                               ("GIF", "P"), ("BMP", "RGB"), ("BMP", "RGBA")])
+@pytest.mark.parametrize(
+    "image_format,mode",
+    [("PNG", "RGB"), ("PNG", "L"), ("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("BMP", "RGBA")],
+)
 def test_declared_pixels_match_the_image_size(image_format, mode):
     buffer = io.BytesIO()
     Image.fromarray(make_image(23, 37)).convert(mode).save(buffer, format=image_format)
@@ -34,5 +36,6 @@ def _png_bomb(width, height):
 
 def test_huge_declared_png_is_rejected_before_decoding(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel limit"):
-        loaded.signatures[signatures.BYTES_SIGNATURE](
-            image_bytes=tf.constant([_png_bomb(100_000, 100_000)]))
+        loaded.signatures[contract.BYTES_SIGNATURE](
+            image_bytes=tf.constant([_png_bomb(100_000, 100_000)])
+        )

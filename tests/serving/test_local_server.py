@@ -45,11 +45,22 @@ def server_process(export_dir, tmp_path):
     base = tmp_path / "base"
     shutil.copytree(export_dir, base / MODEL_NAME / "1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local_server", f"--model_base_path={base / MODEL_NAME}",
-         f"--model_name={MODEL_NAME}", "--rest_port=0", "--grpc_port=0",
-         "--file_system_poll_wait_seconds=0.2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [
+            sys.executable,
+            "-m",
+            "serving.local_server",
+            f"--model_base_path={base / MODEL_NAME}",
+            f"--model_name={MODEL_NAME}",
+            "--rest_port=0",
+            "--grpc_port=0",
+            "--file_system_poll_wait_seconds=0.2",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     yield process, str(base)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
@@ -59,10 +70,22 @@ def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir
     process, base = server_process
     # Export while the server starts: both pay TensorFlow's import time at once.
     exported = subprocess.run(
-        [sys.executable, "-m", "serving.export", f"--model_dir={model_dir}",
-         f"--export_base={base}", f"--model_name={MODEL_NAME}", "--tile_size=32",
-         "--tile_overlap=8", "--max_input_pixels=10000"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "serving.export",
+            f"--model_dir={model_dir}",
+            f"--export_base={base}",
+            f"--model_name={MODEL_NAME}",
+            "--tile_size=32",
+            "--tile_overlap=8",
+            "--max_input_pixels=10000",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert exported.stdout.strip().endswith(os.path.join(base, MODEL_NAME, "2"))
     rest, grpc = _read_ports(process)
@@ -81,8 +104,9 @@ def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir
             client.upscale_array(lr)
 
     with pytest.raises(FileExistsError, match="never overwritten"):
-        export_lib.export_generator(generator, SCALE, base, MODEL_NAME, version=2,
-                                    tiling_config=TILING)
+        export_lib.export_generator(
+            generator, SCALE, base, MODEL_NAME, version=2, tiling_config=TILING
+        )
     assert sorted(os.listdir(os.path.join(base, MODEL_NAME))) == ["1", "2"]
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import grpc_api, signatures
+from serving import contract, grpc_api
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE
 
@@ -23,8 +23,8 @@ LR = make_image(20, 24, seed=7)
 
 
 def _in_process(loaded, image):
-    out = loaded.signatures[signatures.TENSOR_SIGNATURE](lr_image=tf.constant(image[np.newaxis]))
-    return out[signatures.TENSOR_OUTPUT][0].numpy()
+    out = loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.constant(image[np.newaxis]))
+    return out[contract.TENSOR_OUTPUT][0].numpy()
 
 
 def _post(server, path, body):
@@ -63,9 +63,18 @@ def _assert_good_rest_request(server, loaded):
 
 
 def test_status_like_tf_serving(server):
-    assert _get(server, f"/v1/models/{MODEL_NAME}") == (200, {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
-                                                         "error_message": ""}}]})
+    assert _get(server, f"/v1/models/{MODEL_NAME}") == (
+        200,
+        {
+            "model_version_status": [
+                {
+                    "version": "1",
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        },
+    )
     assert _get(server, "/v1/models/unknown")[0] == 404
 
 
@@ -74,8 +83,11 @@ def test_rest_row_bytes_round_trip(server, loaded):
 
 
 def test_rest_columnar_tensor_round_trip_with_version(server, loaded):
-    status, body = _post(server, f"/v1/models/{MODEL_NAME}/versions/1:predict",
-                         {"signature_name": signatures.TENSOR_SIGNATURE, "inputs": [LR.tolist()]})
+    status, body = _post(
+        server,
+        f"/v1/models/{MODEL_NAME}/versions/1:predict",
+        {"signature_name": contract.TENSOR_SIGNATURE, "inputs": [LR.tolist()]},
+    )
     assert status == 200, body
     sr = np.asarray(body["outputs"], np.uint8)
     assert sr.shape == (1, 20 * SCALE, 24 * SCALE, 3)
@@ -83,7 +95,7 @@ def test_rest_columnar_tensor_round_trip_with_version(server, loaded):
 
 
 def test_rest_named_row_instances(server, loaded):
-    instance = {signatures.BYTES_INPUT: _b64(png_bytes(LR))}
+    instance = {contract.BYTES_INPUT: _b64(png_bytes(LR))}
     status, body = _post(server, PREDICT, {"instances": [instance, instance]})
     assert status == 200 and len(body["predictions"]) == 2
     np.testing.assert_array_equal(_decode_png(body["predictions"][1]), _in_process(loaded, LR))
@@ -97,10 +109,18 @@ BAD_REST_REQUESTS = {
     "over_pixel_limit": (PREDICT, {"instances": [_b64(png_bytes(BIG))]}, 400, "pixel limit"),
     "unknown_signature": (PREDICT, {"signature_name": "nope", "instances": [1]}, 400, "nope"),
     "unknown_model": ("/v1/models/nope:predict", {"instances": [1]}, 404, "nope"),
-    "unknown_version": (f"/v1/models/{MODEL_NAME}/versions/9:predict", {"instances": [1]}, 404,
-                        "9"),
-    "wrong_shape": (PREDICT, {"signature_name": signatures.TENSOR_SIGNATURE,
-                              "inputs": [[1, 2, 3]]}, 400, "shape"),
+    "unknown_version": (
+        f"/v1/models/{MODEL_NAME}/versions/9:predict",
+        {"instances": [1]},
+        404,
+        "9",
+    ),
+    "wrong_shape": (
+        PREDICT,
+        {"signature_name": contract.TENSOR_SIGNATURE, "inputs": [[1, 2, 3]]},
+        400,
+        "shape",
+    ),
     "neither_instances_nor_inputs": (PREDICT, {"examples": []}, 400, "instances"),
 }
 
@@ -128,17 +148,17 @@ def test_rest_bad_content_length_is_a_400_then_good_request(server, loaded, leng
     _assert_good_rest_request(server, loaded)
 
 
-def _grpc_request(image, signature=signatures.BYTES_SIGNATURE, model=MODEL_NAME, version=None):
+def _grpc_request(image, signature=contract.BYTES_SIGNATURE, model=MODEL_NAME, version=None):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = signature
     if version is not None:
         request.model_spec.version.value = version
-    if signature == signatures.TENSOR_SIGNATURE:
-        request.inputs[signatures.TENSOR_INPUT].CopyFrom(tf.make_tensor_proto(image[np.newaxis]))
+    if signature == contract.TENSOR_SIGNATURE:
+        request.inputs[contract.TENSOR_INPUT].CopyFrom(tf.make_tensor_proto(image[np.newaxis]))
     else:
         data = image if isinstance(image, bytes) else png_bytes(image)
-        request.inputs[signatures.BYTES_INPUT].CopyFrom(tf.make_tensor_proto([data]))
+        request.inputs[contract.BYTES_INPUT].CopyFrom(tf.make_tensor_proto([data]))
     return request
 
 
@@ -150,15 +170,15 @@ def stub(server):
 
 def _assert_good_grpc_request(stub, loaded):
     response = stub.Predict(_grpc_request(LR), timeout=60)
-    png = tf.make_ndarray(response.outputs[signatures.BYTES_OUTPUT])[0]
+    png = tf.make_ndarray(response.outputs[contract.BYTES_OUTPUT])[0]
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), _in_process(loaded, LR))
     assert response.model_spec.version.value == 1
 
 
 def test_grpc_round_trips_both_signatures(stub, loaded):
     _assert_good_grpc_request(stub, loaded)
-    response = stub.Predict(_grpc_request(LR, signatures.TENSOR_SIGNATURE, version=1), timeout=60)
-    sr = tf.make_ndarray(response.outputs[signatures.TENSOR_OUTPUT])
+    response = stub.Predict(_grpc_request(LR, contract.TENSOR_SIGNATURE, version=1), timeout=60)
+    sr = tf.make_ndarray(response.outputs[contract.TENSOR_OUTPUT])
     assert sr.dtype == np.uint8 and sr.shape == (1, 20 * SCALE, 24 * SCALE, 3)
     np.testing.assert_array_equal(sr[0], _in_process(loaded, LR))
 
@@ -186,12 +206,13 @@ def test_concurrent_rest_and_grpc_requests(server, stub, loaded):
     expected = _in_process(loaded, LR)
 
     def rest_call(_):
-        return _decode_png(_post(server, PREDICT, {"instances": [_b64(png_bytes(LR))]})[1]
-                           ["predictions"][0])
+        return _decode_png(
+            _post(server, PREDICT, {"instances": [_b64(png_bytes(LR))]})[1]["predictions"][0]
+        )
 
     def grpc_call(_):
-        response = stub.Predict(_grpc_request(LR, signatures.TENSOR_SIGNATURE), timeout=60)
-        return tf.make_ndarray(response.outputs[signatures.TENSOR_OUTPUT])[0]
+        response = stub.Predict(_grpc_request(LR, contract.TENSOR_SIGNATURE), timeout=60)
+        return tf.make_ndarray(response.outputs[contract.TENSOR_OUTPUT])[0]
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(rest_call, range(8))) + list(pool.map(grpc_call, range(8)))

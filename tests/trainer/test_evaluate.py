@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import signatures
+from serving import contract
 from tests import fixtures
 from trainer import evaluation, generator_store, input_pipeline, metrics
 
@@ -29,7 +29,8 @@ def _pairs_dir(tmp_path):
         mode = "L" if i == 2 else "RGB"
         Image.fromarray(hr).convert(mode).save(folder / f"img_{i:03d}_SRF_4_HR.png")
         Image.fromarray(fixtures.downscale(hr, SCALE)).convert(mode).save(
-            folder / f"img_{i:03d}_SRF_4_LR.png")
+            folder / f"img_{i:03d}_SRF_4_LR.png"
+        )
     Image.fromarray(fixtures.make_image(32, 32)).save(folder / "lonely_HR.png")
     return str(folder)
 
@@ -38,21 +39,30 @@ def _bicubic_generator_checkpoint(model_dir):
     """A tiny generator whose learned branch is zeroed: its output is exactly bicubic."""
     config = generator_store.GeneratorConfig(num_blocks=1, channels=8, bicubic_skip=True)
     generator = generator_store.build_generator(config)
-    last_conv = [layer for layer in generator.layers
-                 if isinstance(layer, tf.keras.layers.Conv2D) and layer.filters == 3][-1]
+    last_conv = [
+        layer
+        for layer in generator.layers
+        if isinstance(layer, tf.keras.layers.Conv2D) and layer.filters == 3
+    ][-1]
     for variable in last_conv.weights:
         variable.assign(tf.zeros_like(variable))
     generator_store.write_config(model_dir, config)
     checkpoint = tf.train.Checkpoint(generator=generator)
     manager = tf.train.CheckpointManager(
-        checkpoint, generator_store.phase_dir(model_dir, generator_store.PRETRAIN), max_to_keep=1)
+        checkpoint, generator_store.phase_dir(model_dir, generator_store.PRETRAIN), max_to_keep=1
+    )
     return manager.save()
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "trainer.evaluate", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.evaluate", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def test_cli_evaluates_a_checkpoint_and_writes_json(tmp_path, pairs_dir):
@@ -60,8 +70,9 @@ def test_cli_evaluates_a_checkpoint_and_writes_json(tmp_path, pairs_dir):
     _bicubic_generator_checkpoint(model_dir)
     output = str(tmp_path / "result.json")
 
-    run = _run_cli(f"--pairs_dir={pairs_dir}", f"--checkpoint={model_dir}",
-                   f"--output_json={output}")
+    run = _run_cli(
+        f"--pairs_dir={pairs_dir}", f"--checkpoint={model_dir}", f"--output_json={output}"
+    )
 
     assert run.returncode == 0, run.stderr
     assert "mean" in run.stdout and "img_002" in run.stdout
@@ -89,8 +100,9 @@ def test_checkpoint_prefix_and_random_generator(tmp_path, pairs_dir):
     generator = generator_store.build_generator(config)
     model_dir = str(tmp_path / "model")
     generator_store.write_config(model_dir, config)
-    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator),
-                                        os.path.join(model_dir, "gan"), max_to_keep=1).save()
+    prefix = tf.train.CheckpointManager(
+        tf.train.Checkpoint(generator=generator), os.path.join(model_dir, "gan"), max_to_keep=1
+    ).save()
     upscale, scale, restored = evaluation.checkpoint_upscaler(prefix)
     assert restored == prefix
     found = evaluation.list_pairs(pairs_dir, SCALE)
@@ -109,21 +121,26 @@ def test_checkpoint_prefix_and_random_generator(tmp_path, pairs_dir):
 class _BicubicExport(tf.Module):
     """Stands in for serving's export: the upscale_uint8 signature with the agreed names."""
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name=signatures.TENSOR_INPUT)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.TENSOR_INPUT)]
+    )
     def upscale(self, lr_image):
-        return {signatures.TENSOR_OUTPUT: evaluation.bicubic_upscale_uint8(lr_image, SCALE)}
+        return {contract.TENSOR_OUTPUT: evaluation.bicubic_upscale_uint8(lr_image, SCALE)}
 
 
 def test_saved_model_signature_is_evaluated(tmp_path, pairs_dir):
     export_dir = str(tmp_path / "export" / "1")
     module = _BicubicExport()
-    tf.saved_model.save(module, export_dir, signatures={
-        signatures.TENSOR_SIGNATURE: module.upscale.get_concrete_function()})
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={contract.TENSOR_SIGNATURE: module.upscale.get_concrete_function()},
+    )
     found = evaluation.list_pairs(pairs_dir, SCALE)
 
-    report = evaluation.evaluate_pairs(evaluation.saved_model_upscaler(export_dir), found.pairs,
-                                       SCALE, found.rejected)
+    report = evaluation.evaluate_pairs(
+        evaluation.saved_model_upscaler(export_dir), found.pairs, SCALE, found.rejected
+    )
 
     for image in report.images:
         assert (image.psnr, image.ssim) == (image.bicubic_psnr, image.bicubic_ssim)
@@ -150,27 +167,35 @@ def test_wrong_scale_pairs_are_reported_not_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("hr_crop_size,batch_size,mirrored", [(None, 1, False), (32, 2, True)])
-def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, batch_size,
-                                                      mirrored):
+def test_evaluate_validation_on_the_validation_stream(tmp_path, hr_crop_size, batch_size, mirrored):
     images = [(f"k{i}", fixtures.make_image(48, 48, seed=i)) for i in range(3)]
     data_dir = str(tmp_path / "data")
     fixtures.write_dataset(data_dir, {"train": images[:1], "validation": images}, scale=SCALE)
-    dataset = input_pipeline.make_validation_dataset(data_dir, hr_crop_size=hr_crop_size,
-                                                     batch_size=batch_size)
+    dataset = input_pipeline.make_validation_dataset(
+        data_dir, hr_crop_size=hr_crop_size, batch_size=batch_size
+    )
     # The trainer calls it between steps with a generator built under its strategy's scope.
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored
-                else tf.distribute.get_strategy())
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if mirrored
+        else tf.distribute.get_strategy()
+    )
     with strategy.scope():
         generator = generator_store.build_generator(
-            generator_store.GeneratorConfig(num_blocks=1, channels=8))
+            generator_store.GeneratorConfig(num_blocks=1, channels=8)
+        )
 
     result = evaluation.evaluate_validation(generator, dataset, SCALE)
 
     assert set(result) == {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}
     assert all(np.isfinite(v) for v in result.values())
     if hr_crop_size is None:  # full images: bicubic must match the pair-folder evaluator
-        expected = np.mean([evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE),
-                                                   SCALE).bicubic_psnr for key, hr in images])
+        expected = np.mean(
+            [
+                evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE), SCALE).bicubic_psnr
+                for key, hr in images
+            ]
+        )
         assert result["bicubic_psnr"] == pytest.approx(expected)
 
 
@@ -180,14 +205,19 @@ def test_cli_evaluates_a_dataset_split(tmp_path):
     fixtures.write_dataset(data_dir, {"train": images[:1], "validation": images}, scale=SCALE)
     output = str(tmp_path / "result.json")
 
-    run = _run_cli(f"--data_dir={data_dir}", "--split=validation", "--bicubic_only",
-                   f"--output_json={output}")
+    run = _run_cli(
+        f"--data_dir={data_dir}", "--split=validation", "--bicubic_only", f"--output_json={output}"
+    )
 
     assert run.returncode == 0, run.stderr
     with open(output) as f:
         result = json.load(f)
     assert [image["key"] for image in result["images"]] == ["k0", "k1"]
     assert result["model"] is None
-    expected = np.mean([evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE),
-                                               SCALE).bicubic_psnr for key, hr in images])
+    expected = np.mean(
+        [
+            evaluation.score_image(key, hr, fixtures.downscale(hr, SCALE), SCALE).bicubic_psnr
+            for key, hr in images
+        ]
+    )
     assert result["bicubic"]["psnr"] == pytest.approx(expected)

@@ -43,11 +43,14 @@ def write_pairs(out_dir, splits, num_shards=2, extra_records=()):
         for writer in writers:
             writer.close()
         infos[split] = schema.SplitInfo(
-            num_examples=len(items), files=tuple(names),
+            num_examples=len(items),
+            files=tuple(names),
             min_lr_height=min(lr.shape[0] for _, lr, _ in items),
-            min_lr_width=min(lr.shape[1] for _, lr, _ in items))
-    manifest = schema.Manifest(scale=SCALE, compressed=False, num_inputs=0, num_rejected=0,
-                               splits=infos)
+            min_lr_width=min(lr.shape[1] for _, lr, _ in items),
+        )
+    manifest = schema.Manifest(
+        scale=SCALE, compressed=False, num_inputs=0, num_rejected=0, splits=infos
+    )
     with open(schema.manifest_path(out_dir), "w") as f:
         f.write(manifest.to_json())
 
@@ -73,9 +76,15 @@ def orientation(lr_patch):
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir, cache):
-    config = input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, global_batch_size=8,
-                                             crops_per_image=4, shuffle_buffer=32, seed=0,
-                                             cache_decoded_images=cache)
+    config = input_pipeline.TrainInputConfig(
+        coded_dir,
+        hr_patch_size=16,
+        global_batch_size=8,
+        crops_per_image=4,
+        shuffle_buffer=32,
+        seed=0,
+        cache_decoded_images=cache,
+    )
     dataset = input_pipeline.make_train_dataset(config)
     orientations, origins = set(), set()
     for lr, hr in dataset.take(20):
@@ -94,21 +103,28 @@ def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir, cache):
 
 def test_seed_makes_stream_reproducible(coded_dir):
     def first_batches(seed):
-        config = input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16,
-                                                 global_batch_size=4, crops_per_image=2,
-                                                 shuffle_buffer=8, seed=seed)
+        config = input_pipeline.TrainInputConfig(
+            coded_dir,
+            hr_patch_size=16,
+            global_batch_size=4,
+            crops_per_image=2,
+            shuffle_buffer=8,
+            seed=seed,
+        )
         return [hr.numpy() for _, hr in input_pipeline.make_train_dataset(config).take(5)]
 
     for a, b in zip(first_batches(7), first_batches(7), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b)
-               for a, b in zip(first_batches(7), first_batches(8), strict=True))
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(first_batches(7), first_batches(8), strict=True)
+    )
 
 
 def test_per_replica_batches_add_up_under_mirrored_strategy(coded_dir):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    config = input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, global_batch_size=6,
-                                             crops_per_image=2, shuffle_buffer=8)
+    config = input_pipeline.TrainInputConfig(
+        coded_dir, hr_patch_size=16, global_batch_size=6, crops_per_image=2, shuffle_buffer=8
+    )
     dist = strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(config))
     lr, hr = next(iter(dist))
     lr_parts = strategy.experimental_local_results(lr)
@@ -120,11 +136,11 @@ def test_per_replica_batches_add_up_under_mirrored_strategy(coded_dir):
 
 def image_ids(config, num_pipelines, pipeline_id, batches=5):
     """The image ids (coded in the blue channel) one input pipeline's patches come from."""
-    context = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
-                                         input_pipeline_id=pipeline_id)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id
+    )
     dataset = input_pipeline.make_train_dataset(config, context)
-    blue = np.concatenate([to_uint8(lr, hr)[0][..., 2].ravel() for lr, hr in
-                           dataset.take(batches)])
+    blue = np.concatenate([to_uint8(lr, hr)[0][..., 2].ravel() for lr, hr in dataset.take(batches)])
     return set((blue // 10).tolist())
 
 
@@ -132,29 +148,37 @@ def image_ids(config, num_pipelines, pipeline_id, batches=5):
 def test_input_pipelines_read_disjoint_examples(tmp_path, num_shards):
     items = [(f"img{i}", *block_coded_hr(12, 16, i)) for i in range(6)]
     write_pairs(str(tmp_path), {"train": items}, num_shards=num_shards)
-    config = input_pipeline.TrainInputConfig(str(tmp_path), hr_patch_size=16,
-                                             global_batch_size=4, crops_per_image=2,
-                                             shuffle_buffer=8, seed=1)
+    config = input_pipeline.TrainInputConfig(
+        str(tmp_path),
+        hr_patch_size=16,
+        global_batch_size=4,
+        crops_per_image=2,
+        shuffle_buffer=8,
+        seed=1,
+    )
     first, second = image_ids(config, 2, 0), image_ids(config, 2, 1)
     assert first == {0, 2, 4} and second == {1, 3, 5}
 
 
 def test_validation_sees_every_example_once_full_and_cropped(tmp_path):
     hrs = [fixtures.make_image(32 + 4 * i, 40, seed=i) for i in range(5)]
-    fixtures.write_dataset(str(tmp_path), {"validation": [(f"v{i}", hr) for i, hr in
-                                                          enumerate(hrs)]})
+    fixtures.write_dataset(
+        str(tmp_path), {"validation": [(f"v{i}", hr) for i, hr in enumerate(hrs)]}
+    )
     full = list(input_pipeline.make_validation_dataset(str(tmp_path)))
     assert sorted(e["key"][0].numpy().decode() for e in full) == [f"v{i}" for i in range(5)]
     for element in full:
         i = int(element["key"][0].numpy().decode()[1:])
         np.testing.assert_array_equal(value_range.hr_to_uint8(element["hr"][0]), hrs[i])
         np.testing.assert_array_equal(
-            tf.cast(tf.round(element["lr"][0] * 255), tf.uint8), fixtures.downscale(hrs[i], 4))
+            tf.cast(tf.round(element["lr"][0] * 255), tf.uint8), fixtures.downscale(hrs[i], 4)
+        )
     again = [e["key"][0].numpy() for e in input_pipeline.make_validation_dataset(str(tmp_path))]
     assert again == [e["key"][0].numpy() for e in full]  # deterministic order
 
-    cropped = list(input_pipeline.make_validation_dataset(str(tmp_path), hr_crop_size=16,
-                                                          batch_size=2))
+    cropped = list(
+        input_pipeline.make_validation_dataset(str(tmp_path), hr_crop_size=16, batch_size=2)
+    )
     assert [e["key"].shape[0] for e in cropped] == [2, 2, 1]
     for element in cropped:
         assert element["lr"].shape[1:] == (4, 4, 3) and element["hr"].shape[1:] == (16, 16, 3)
@@ -162,8 +186,9 @@ def test_validation_sees_every_example_once_full_and_cropped(tmp_path):
     key = cropped[0]["key"][0].numpy().decode()
     hr = hrs[int(key[1:])]
     top, left = ((hr.shape[0] // 4 - 4) // 2) * 4, ((hr.shape[1] // 4 - 4) // 2) * 4
-    np.testing.assert_array_equal(value_range.hr_to_uint8(hr_first),
-                                  hr[top:top + 16, left:left + 16])
+    np.testing.assert_array_equal(
+        value_range.hr_to_uint8(hr_first), hr[top : top + 16, left : left + 16]
+    )
     assert lr_first.shape == (4, 4, 3)
 
 
@@ -180,12 +205,12 @@ def test_open_dataset_refuses_what_it_cannot_serve(tmp_path, coded_dir):
         input_pipeline.make_validation_dataset(coded_dir, batch_size=2)
     with pytest.raises(ValueError, match="crops_per_image must be >= 1"):
         input_pipeline.make_train_dataset(
-            input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, crops_per_image=0))
+            input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, crops_per_image=0)
+        )
     input_pipeline.open_dataset(coded_dir, hr_patch_size=48, split="train")  # LR 12 fits
 
     empty = str(tmp_path / "empty")
-    fixtures.write_dataset(empty, {"train": [("a", fixtures.make_image(16, 16))],
-                                   "validation": []})
+    fixtures.write_dataset(empty, {"train": [("a", fixtures.make_image(16, 16))], "validation": []})
     with pytest.raises(ValueError, match="split 'validation' is empty"):
         input_pipeline.make_validation_dataset(empty)
 
@@ -197,30 +222,47 @@ def test_open_dataset_refuses_what_it_cannot_serve(tmp_path, coded_dir):
 def corrupt_dataset(out_dir, damage):
     """4 good pairs in 2 shards plus damage in shard 1: two bad records, or a cut-off file."""
     items = [(f"img{i}", *block_coded_hr(8, 8, i)) for i in range(4)]
-    bad = schema.PairRecord(key="bad", scale=SCALE, lr_png=b"not a png", lr_height=8,
-                            lr_width=8, hr_png=b"\x89PNG truncated", hr_height=32, hr_width=32)
-    extra = [("train", 1, schema.to_example(bad).SerializeToString()),
-             ("train", 1, b"not an Example at all")]
+    bad = schema.PairRecord(
+        key="bad",
+        scale=SCALE,
+        lr_png=b"not a png",
+        lr_height=8,
+        lr_width=8,
+        hr_png=b"\x89PNG truncated",
+        hr_height=32,
+        hr_width=32,
+    )
+    extra = [
+        ("train", 1, schema.to_example(bad).SerializeToString()),
+        ("train", 1, b"not an Example at all"),
+    ]
     write_pairs(out_dir, {"train": items}, extra_records=extra if damage == "records" else ())
     if damage == "truncated":
         path = os.path.join(out_dir, schema.shard_name("train", 1, 2))
         with open(path, "rb") as f:
             data = f.read()
         with open(path, "wb") as f:
-            f.write(data[:len(data) - 100])  # the second record loses its end
+            f.write(data[: len(data) - 100])  # the second record loses its end
 
 
 def corrupt_config(data_dir, skip_corrupt=False):
-    return input_pipeline.TrainInputConfig(data_dir, hr_patch_size=16, global_batch_size=2,
-                                           crops_per_image=1, shuffle_buffer=2, seed=0,
-                                           skip_corrupt=skip_corrupt)
+    return input_pipeline.TrainInputConfig(
+        data_dir,
+        hr_patch_size=16,
+        global_batch_size=2,
+        crops_per_image=1,
+        shuffle_buffer=2,
+        seed=0,
+        skip_corrupt=skip_corrupt,
+    )
 
 
 @pytest.mark.parametrize("damage", ["records", "truncated"])
 def test_corrupt_record_is_an_error_naming_its_shard(tmp_path, damage):
     corrupt_dataset(str(tmp_path), damage)
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"Corrupt record(.|\n)*train-00001-of-00002\.tfrecord"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"Corrupt record(.|\n)*train-00001-of-00002\.tfrecord"
+    ):
         for _ in input_pipeline.make_train_dataset(corrupt_config(str(tmp_path))).take(20):
             pass
 
@@ -239,9 +281,9 @@ def test_skip_corrupt_skips_and_counts(tmp_path, damage, bad_per_pass):
 def test_gzip_shards_are_read(tmp_path):
     items = [(f"k{i}", fixtures.make_image(32, 32, seed=i)) for i in range(3)]
     fixtures.write_dataset(str(tmp_path), {"train": items, "validation": items}, compressed=True)
-    config = input_pipeline.TrainInputConfig(str(tmp_path), hr_patch_size=16,
-                                             global_batch_size=4, crops_per_image=2,
-                                             shuffle_buffer=4)
+    config = input_pipeline.TrainInputConfig(
+        str(tmp_path), hr_patch_size=16, global_batch_size=4, crops_per_image=2, shuffle_buffer=4
+    )
     lr, hr = next(iter(input_pipeline.make_train_dataset(config)))
     assert lr.shape == (4, 4, 4, 3) and hr.shape == (4, 16, 16, 3)
     assert len(list(input_pipeline.make_validation_dataset(str(tmp_path)))) == 3

@@ -1,6 +1,5 @@
 """Y-channel PSNR/SSIM: the published bicubic baselines, exact cases, and a reference SSIM."""
 
-
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
@@ -62,8 +61,9 @@ def test_ssim_matches_scikit_image_gaussian_ssim():
     a = fixtures.make_image(40, 56, seed=2)
     b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
     ya, yb = metrics.y_channel(a), metrics.y_channel(b)
-    expected = structural_similarity(ya, yb, data_range=255, gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False)
+    expected = structural_similarity(
+        ya, yb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert metrics.ssim(ya, yb) == pytest.approx(expected, abs=1e-9)
 
 

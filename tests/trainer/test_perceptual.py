@@ -24,8 +24,11 @@ def test_vgg54_weights_from_file_match_the_saved_network(tmp_path, mirrored):
     vgg.save_weights(path)
 
     # The trainer builds it inside its strategy's scope (2 logical CPUs, see conftest).
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored
-                else tf.distribute.get_strategy())
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if mirrored
+        else tf.distribute.get_strategy()
+    )
     with strategy.scope():
         model = perceptual.build_content_model("vgg54", weights=path)
 
@@ -78,15 +81,19 @@ def test_resnet152v2_cut_preprocesses_to_unit_range():
     assert features.shape == (1, 4, 4, 256)  # conv2_block3_out: stride 8
     assert features.dtype == tf.float32
     preprocess = perceptual.ImageNetPreprocess("resnet152v2")
-    np.testing.assert_allclose(preprocess(tf.constant([[-1.0, 0.0, 1.0]])).numpy(),
-                               [[-1.0, 0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(
+        preprocess(tf.constant([[-1.0, 0.0, 1.0]])).numpy(), [[-1.0, 0.0, 1.0]], atol=1e-6
+    )
 
 
 def test_offline_imagenet_raises_a_clear_error(tmp_path, monkeypatch):
     # A closed local port stands in for "no internet", wherever the test runs.
     spec = perceptual.NETWORKS["vgg54"]
-    monkeypatch.setitem(perceptual.NETWORKS, "vgg54", dataclasses.replace(
-        spec, weights_origin="http://127.0.0.1:9/" + spec.weights_file))
+    monkeypatch.setitem(
+        perceptual.NETWORKS,
+        "vgg54",
+        dataclasses.replace(spec, weights_origin="http://127.0.0.1:9/" + spec.weights_file),
+    )
     with pytest.raises(perceptual.PerceptualWeightsError) as error:
         perceptual.build_content_model("vgg54", weights="imagenet", cache_dir=str(tmp_path))
     message = str(error.value)

@@ -20,7 +20,8 @@ def _mirrored():
     # One strategy per process, as in training: strategies created side by side reuse
     # collective instance keys. Host reduction is what trainer.strategy picks on CPU.
     return tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
 
 
 @functools.cache
@@ -43,25 +44,46 @@ def _tiny_content_model():
     return model
 
 
-def _run(strategy, phase, xla="off", loops=3, steps_per_loop=2, mixed_precision=False,
-         content_model_fn=_tiny_content_model):
+def _run(
+    strategy,
+    phase,
+    xla="off",
+    loops=3,
+    steps_per_loop=2,
+    mixed_precision=False,
+    content_model_fn=_tiny_content_model,
+):
     """Builds seeded tiny models under `strategy`, runs `loops` loop calls, returns the metrics."""
     keras.utils.set_random_seed(0)
     with strategy.scope():
         generator = models.srresnet_generator(scale=SCALE, num_blocks=1, channels=8)
-        g_opt = steps.create_optimizer(1e-3, 0.9, 0.999, mixed_precision,
-                                       generator.trainable_variables)
+        g_opt = steps.create_optimizer(
+            1e-3, 0.9, 0.999, mixed_precision, generator.trainable_variables
+        )
         discriminator = content_model = d_opt = None
         if phase == "gan":
             discriminator = models.srgan_discriminator(hr_patch_size=HR_SIZE, base_channels=4)
             content_model = content_model_fn()
-            d_opt = steps.create_optimizer(1e-3, 0.9, 0.999, mixed_precision,
-                                           discriminator.trainable_variables)
-    config = steps.StepConfig(phase=phase, global_batch_size=GLOBAL_BATCH,
-                              steps_per_loop=steps_per_loop, xla=xla,
-                              mixed_precision=mixed_precision)
-    loop_fn = steps.build_train_loop_fn(strategy, config, generator, discriminator, content_model,
-                                        g_opt, d_opt, content_loss_fn=perceptual.content_loss)
+            d_opt = steps.create_optimizer(
+                1e-3, 0.9, 0.999, mixed_precision, discriminator.trainable_variables
+            )
+    config = steps.StepConfig(
+        phase=phase,
+        global_batch_size=GLOBAL_BATCH,
+        steps_per_loop=steps_per_loop,
+        xla=xla,
+        mixed_precision=mixed_precision,
+    )
+    loop_fn = steps.build_train_loop_fn(
+        strategy,
+        config,
+        generator,
+        discriminator,
+        content_model,
+        g_opt,
+        d_opt,
+        content_loss_fn=perceptual.content_loss,
+    )
     dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     results = [{k: float(v) for k, v in loop_fn(iterator).items()} for _ in range(loops)]
@@ -84,14 +106,18 @@ def test_pretrain_loss_falls_when_overfitting_one_batch_on_two_replicas():
 
 def test_gan_step_on_two_replicas_with_vgg54_updates_both_models():
     strategy = _mirrored()
-    results, _, g_opt = _run(strategy, "gan", loops=2, steps_per_loop=1,
-                             content_model_fn=lambda: perceptual.build_content_model("vgg54",
-                                                                                     "none"))
+    results, _, g_opt = _run(
+        strategy,
+        "gan",
+        loops=2,
+        steps_per_loop=1,
+        content_model_fn=lambda: perceptual.build_content_model("vgg54", "none"),
+    )
     assert set(results[0]) == set(steps.GAN_METRICS)
     assert all(np.isfinite(v) for r in results for v in r.values())
     assert 0.0 < results[0]["d_real"] < 1.0 and 0.0 < results[0]["d_fake"] < 1.0
     assert int(g_opt.iterations.numpy()) == 2
-    expected_g = (results[0]["content_loss"] + 1e-3 * results[0]["adversarial_loss"])
+    expected_g = results[0]["content_loss"] + 1e-3 * results[0]["adversarial_loss"]
     assert results[0]["g_loss"] == pytest.approx(expected_g, rel=1e-5)
 
 
@@ -115,12 +141,14 @@ def test_xla_step_falls_back_to_auto_on_two_replicas_with_the_same_losses():
 
 # The GAN step holds both optimizers and the multi-replica loss scaling; XLA compiles of the GAN
 # step take tens of seconds on this CPU, so the compiled mode is exercised with pretrain.
-@pytest.mark.parametrize("phase,xla,strategy_fn", [("gan", "off", _mirrored),
-                                                   ("pretrain", "auto", _mirrored),
-                                                   ("pretrain", "step", _one_device)])
+@pytest.mark.parametrize(
+    "phase,xla,strategy_fn",
+    [("gan", "off", _mirrored), ("pretrain", "auto", _mirrored), ("pretrain", "step", _one_device)],
+)
 def test_mixed_precision_runs_under_each_xla_mode(mixed_policy, phase, xla, strategy_fn):
-    results, generator, g_opt = _run(strategy_fn(), phase, xla=xla, loops=2, steps_per_loop=2,
-                                     mixed_precision=True)
+    results, generator, g_opt = _run(
+        strategy_fn(), phase, xla=xla, loops=2, steps_per_loop=2, mixed_precision=True
+    )
     assert isinstance(g_opt, keras.optimizers.LossScaleOptimizer)
     assert generator.layers[1].compute_dtype == "float16"
     assert all(np.isfinite(v) for r in results for v in r.values())
@@ -136,6 +164,7 @@ def _loss_scaled_dense_step(strategy, optimizer, model, loss_factor):
                 loss = tf.reduce_mean(model(x)) * loss_factor
                 scaled = optimizer.scale_loss(loss)
             loss_scaling.apply_gradients(optimizer, tape, scaled, model.trainable_variables)
+
         strategy.run(replica_step, args=(x,))
 
     run(tf.ones([2, 3]))
@@ -145,9 +174,9 @@ def test_loss_scaling_on_two_replicas_skips_overflow_and_grows_the_scale():
     strategy = _mirrored()
     with strategy.scope():
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.1),
-                                                        initial_scale=1024.0,
-                                                        dynamic_growth_steps=2)
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.Adam(0.1), initial_scale=1024.0, dynamic_growth_steps=2
+        )
         optimizer.build(model.trainable_variables)
     kernel = model.layers[0].kernel.numpy()
     _loss_scaled_dense_step(strategy, optimizer, model, np.float32(np.inf))
@@ -175,10 +204,12 @@ def test_losses_per_example_values():
     np.testing.assert_allclose(losses.pixel_loss(hr, sr, "mse"), [0.0, 0.25])
     np.testing.assert_allclose(losses.pixel_loss(hr, sr, "l1"), [0.0, 0.5])
     logits = tf.constant([[0.0], [100.0]])
-    np.testing.assert_allclose(losses.generator_adversarial_loss(logits), [np.log(2.0), 0.0],
-                               atol=1e-6)
-    np.testing.assert_allclose(losses.discriminator_loss(logits, -logits),
-                               [2 * np.log(2.0), 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        losses.generator_adversarial_loss(logits), [np.log(2.0), 0.0], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        losses.discriminator_loss(logits, -logits), [2 * np.log(2.0), 0.0], atol=1e-6
+    )
     # Each of 2 replicas holds 2 of a global batch of 4: its share of the global mean.
     assert float(losses.average(tf.constant([1.0, 3.0]), global_batch_size=4)) == 1.0
     with pytest.raises(ValueError, match="pixel_loss must be one of"):

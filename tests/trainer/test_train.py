@@ -27,10 +27,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("data"))
-    fixtures.write_dataset(out, {
-        "train": [(f"t{i}", fixtures.make_image(48, 48, seed=i)) for i in range(4)],
-        "validation": [(f"v{i}", fixtures.make_image(32, 48, seed=10 + i)) for i in range(2)],
-    })
+    fixtures.write_dataset(
+        out,
+        {
+            "train": [(f"t{i}", fixtures.make_image(48, 48, seed=i)) for i in range(4)],
+            "validation": [(f"v{i}", fixtures.make_image(32, 48, seed=10 + i)) for i in range(2)],
+        },
+    )
     return out
 
 
@@ -42,10 +45,24 @@ def strategy():
 
 
 def _config(data_dir, model_dir, **overrides):
-    tiny = dict(data_dir=data_dir, model_dir=model_dir, train_steps=4, global_batch_size=4,
-                hr_patch_size=32, num_blocks=1, channels=8, steps_per_loop=2, checkpoint_steps=2,
-                log_steps=2, perceptual_network="vgg54", perceptual_weights="none",
-                xla="off", seed=0, crops_per_image=2, shuffle_buffer=8)
+    tiny = dict(
+        data_dir=data_dir,
+        model_dir=model_dir,
+        train_steps=4,
+        global_batch_size=4,
+        hr_patch_size=32,
+        num_blocks=1,
+        channels=8,
+        steps_per_loop=2,
+        checkpoint_steps=2,
+        log_steps=2,
+        perceptual_network="vgg54",
+        perceptual_weights="none",
+        xla="off",
+        seed=0,
+        crops_per_image=2,
+        shuffle_buffer=8,
+    )
     return loop.TrainConfig(**{**tiny, **overrides})
 
 
@@ -60,8 +77,11 @@ def pretrained(data_dir, strategy, tmp_path_factory):
 
 def _checkpoint_values(prefix):
     reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
-            if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+    return {
+        name: reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(prefix)
+        if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    }
 
 
 def _saved_step(prefix):
@@ -89,8 +109,15 @@ def test_pretrain_writes_checkpoints_step_summaries_and_images(pretrained):
     assert _saved_step(os.path.join(phase_dir, "ckpt-2")) == 2
     assert _saved_step(os.path.join(phase_dir, "ckpt-4")) == 4
     tags = _summary_tags(os.path.join(phase_dir, "summaries"))
-    assert {"loss/pixel_loss", "learning_rate", "steps_per_second", "validation/psnr",
-            "validation/bicubic_psnr", "validation/ssim", "lr_bicubic_sr_hr"} <= tags
+    assert {
+        "loss/pixel_loss",
+        "learning_rate",
+        "steps_per_second",
+        "validation/psnr",
+        "validation/bicubic_psnr",
+        "validation/ssim",
+        "lr_bicubic_sr_hr",
+    } <= tags
     grid = np.asarray(Image.open(os.path.join(phase_dir, "images", "step_00000004.png")))
     # 2 validation images cropped to 32x32 HR (their smallest side): 2 rows, 4 columns.
     assert grid.shape == (64, 128, 3)
@@ -100,17 +127,25 @@ def test_pretrain_writes_checkpoints_step_summaries_and_images(pretrained):
 
 def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, data_dir, strategy):
     model_dir = pretrained
-    controller = loop.Controller(_config(data_dir, model_dir, phase="gan", train_steps=2),
-                                 strategy)
-    pretrain_generator, _, _ = generator_store.load_generator(os.path.join(model_dir, "pretrain",
-                                                                           "ckpt-4"))
-    for ours, theirs in zip(controller.state.generator.weights, pretrain_generator.weights,
-                            strict=True):
+    controller = loop.Controller(_config(data_dir, model_dir, phase="gan", train_steps=2), strategy)
+    pretrain_generator, _, _ = generator_store.load_generator(
+        os.path.join(model_dir, "pretrain", "ckpt-4")
+    )
+    for ours, theirs in zip(
+        controller.state.generator.weights, pretrain_generator.weights, strict=True
+    ):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     assert controller.state.step() == 0
     metrics = controller.run()
-    assert set(metrics) == {"g_loss", "content_loss", "adversarial_loss", "pixel_loss", "d_loss",
-                            "d_real", "d_fake"}
+    assert set(metrics) == {
+        "g_loss",
+        "content_loss",
+        "adversarial_loss",
+        "pixel_loss",
+        "d_loss",
+        "d_real",
+        "d_fake",
+    }
     gan_prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "gan"))
     assert gan_prefix.endswith("ckpt-2")
     names = set(_checkpoint_values(gan_prefix))
@@ -124,8 +159,9 @@ def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, dat
         np.testing.assert_array_equal(restored[name], value, err_msg=name)
 
 
-def test_resume_restores_identical_state_and_continues_to_the_total(pretrained, data_dir,
-                                                                     strategy, tmp_path):
+def test_resume_restores_identical_state_and_continues_to_the_total(
+    pretrained, data_dir, strategy, tmp_path
+):
     model_dir = str(tmp_path / "model")
     shutil.copytree(pretrained, model_dir, ignore=shutil.ignore_patterns("gan"))
     saved = _checkpoint_values(os.path.join(model_dir, "pretrain", "ckpt-4"))
@@ -140,14 +176,15 @@ def test_resume_restores_identical_state_and_continues_to_the_total(pretrained, 
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")).endswith("ckpt-6")
 
 
-def test_interrupted_run_with_input_replay_matches_the_uninterrupted_run(data_dir, strategy,
-                                                                        tmp_path):
+def test_interrupted_run_with_input_replay_matches_the_uninterrupted_run(
+    data_dir, strategy, tmp_path
+):
     def run(model_dir, train_steps):
-        config = _config(data_dir, str(model_dir), train_steps=train_steps,
-                         replay_input_on_resume=True)
+        config = _config(
+            data_dir, str(model_dir), train_steps=train_steps, replay_input_on_resume=True
+        )
         loop.train(config, strategy)
-        return _checkpoint_values(tf.train.latest_checkpoint(os.path.join(model_dir,
-                                                                          "pretrain")))
+        return _checkpoint_values(tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")))
 
     uninterrupted = run(tmp_path / "uninterrupted", 4)
     run(tmp_path / "interrupted", 2)
@@ -165,7 +202,8 @@ def test_non_finite_loss_stops_without_saving(pretrained, data_dir, strategy, tm
     # A NaN learning rate: the first update poisons the weights, the next loss is NaN.
     diverging = dataclasses.replace(
         _config(data_dir, model_dir, train_steps=10, steps_per_loop=1, checkpoint_steps=100),
-        optimizer=train_state.OptimizerConfig(learning_rates=(float("nan"),)))
+        optimizer=train_state.OptimizerConfig(learning_rates=(float("nan"),)),
+    )
     with pytest.raises(loop.NonFiniteLossError, match=r"Non-finite loss at step 6.*ckpt-4"):
         loop.train(diverging, strategy)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")) == prefix
@@ -175,10 +213,23 @@ def test_non_finite_loss_stops_without_saving(pretrained, data_dir, strategy, tm
 
 
 def _train_command(data_dir, model_dir, *extra):
-    return [sys.executable, "-m", "trainer.train", f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}", "--phase=pretrain", "--batch_size=4", "--hr_patch_size=32",
-            "--num_blocks=1", "--channels=8", "--crops_per_image=2", "--shuffle_buffer=8",
-            "--seed=0", "--xla=off", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "trainer.train",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--phase=pretrain",
+        "--batch_size=4",
+        "--hr_patch_size=32",
+        "--num_blocks=1",
+        "--channels=8",
+        "--crops_per_image=2",
+        "--shuffle_buffer=8",
+        "--seed=0",
+        "--xla=off",
+        *extra,
+    ]
 
 
 def _env(**extra):
@@ -187,10 +238,18 @@ def _env(**extra):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data_dir, strategy, tmp_path):
     model_dir = str(tmp_path / "model")
-    command = _train_command(data_dir, model_dir, "--strategy=mirrored", "--num_cpu_replicas=2",
-                             "--train_steps=100000", "--checkpoint_steps=100000", "--log_steps=1")
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    command = _train_command(
+        data_dir,
+        model_dir,
+        "--strategy=mirrored",
+        "--num_cpu_replicas=2",
+        "--train_steps=100000",
+        "--checkpoint_steps=100000",
+        "--log_steps=1",
+    )
+    process = subprocess.Popen(
+        command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     log = []
     for line in process.stderr:
         log.append(line)
@@ -209,7 +268,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data_dir, str
     assert controller.state.step() == stopped_at
     controller.run()
     assert _saved_step(tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain"))) == (
-        stopped_at + 2)
+        stopped_at + 2
+    )
 
 
 def _free_ports(count):
@@ -225,13 +285,28 @@ def _free_ports(count):
 def test_multi_worker_mirrored_strategy_with_two_local_workers(data_dir, tmp_path):
     model_dir = str(tmp_path / "model")
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    command = _train_command(data_dir, model_dir, "--strategy=multi_worker", "--train_steps=4",
-                             "--checkpoint_steps=2", "--log_steps=2", "--steps_per_loop=2")
-    workers = [subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker",
-                                                                     "index": i}})))
-        for i in range(2)]
+    command = _train_command(
+        data_dir,
+        model_dir,
+        "--strategy=multi_worker",
+        "--train_steps=4",
+        "--checkpoint_steps=2",
+        "--log_steps=2",
+        "--steps_per_loop=2",
+    )
+    workers = [
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(
+                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            ),
+        )
+        for i in range(2)
+    ]
     try:
         logs = [w.communicate(timeout=150)[1] for w in workers]
     finally:

@@ -6,8 +6,8 @@ The XLA modes of one phase and batch size are timed in alternation, one loop cal
 round, and the median reported (the machine may be shared). Random weights everywhere
 (perceptual weights "none"): no dataset or network needed.
 
-  python -m trainer.bench_step                                  # the paper's models, GPU or CPU
-  python -m trainer.bench_step --batch_sizes=16 --rounds=3 --num_blocks=4   # minutes on 2 CPU cores
+  python -m benchmarks.step                                  # the paper's models, GPU or CPU
+  python -m benchmarks.step --batch_sizes=16 --rounds=3 --num_blocks=4   # minutes on 2 CPU cores
 
 On CPU, XLA auto-clustering (--xla_modes=auto) only clusters when the process starts with
 TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
@@ -15,14 +15,18 @@ TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
 
 from absl import app, flags
 
-from trainer import benchmarking, steps
+from benchmarks import common
+from trainer import steps
 from trainer import strategy as strategy_lib
 
 _PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
 _XLA_MODES = flags.DEFINE_list("xla_modes", list(steps.XLA_MODES), "XLA modes to time.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64"], "Global batch sizes.")
-_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times one loop call of every "
-                                "XLA mode in alternation (medians reported).")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds",
+    10,
+    "Timed rounds; each times one loop call of every XLA mode in alternation (medians reported).",
+)
 _STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call.")
 _NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
 _CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
@@ -35,49 +39,69 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "data_prep output: time the in
 
 def _iterator(strategy, batch_size, spec):
     if _DATA_DIR.value is None:
-        return benchmarking.RepeatedBatch(strategy, batch_size, spec)
+        return common.RepeatedBatch(strategy, batch_size, spec)
     from trainer import input_pipeline  # noqa: PLC0415 (only with --data_dir)
+
     config = input_pipeline.TrainInputConfig(_DATA_DIR.value, spec.hr_patch_size, batch_size)
     input_pipeline.open_dataset(_DATA_DIR.value, spec.hr_patch_size)
-    return iter(strategy.distribute_datasets_from_function(
-        input_pipeline.train_dataset_fn(config)))
+    return iter(strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(config)))
 
 
 def _warm_loop_call(strategy, spec, phase, xla, batch_size):
-    built = benchmarking.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
-    config = steps.StepConfig(phase=phase, global_batch_size=batch_size,
-                              steps_per_loop=_STEPS_PER_LOOP.value, xla=xla,
-                              mixed_precision=_MIXED_PRECISION.value)
-    loop_fn = steps.build_train_loop_fn(strategy, config, built.generator, built.discriminator,
-                                        built.content_model, built.g_optimizer, built.d_optimizer)
-    call = benchmarking.loop_call(loop_fn, _iterator(strategy, batch_size, spec))
+    built = common.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
+    config = steps.StepConfig(
+        phase=phase,
+        global_batch_size=batch_size,
+        steps_per_loop=_STEPS_PER_LOOP.value,
+        xla=xla,
+        mixed_precision=_MIXED_PRECISION.value,
+    )
+    loop_fn = steps.build_train_loop_fn(
+        strategy,
+        config,
+        built.generator,
+        built.discriminator,
+        built.content_model,
+        built.g_optimizer,
+        built.d_optimizer,
+    )
+    call = common.loop_call(loop_fn, _iterator(strategy, batch_size, spec))
     call()  # traced and compiled now: auto-clustering is a process-wide setting of this mode
     return call, config.steps_per_loop
 
 
 def _rows(strategy, spec, phase, batch_size):
-    candidates = {xla: _warm_loop_call(strategy, spec, phase, xla, batch_size)
-                  for xla in _XLA_MODES.value}
-    rates = benchmarking.interleaved_steps_per_second(candidates, _ROUNDS.value, warm_up=False)
-    return [[phase, xla, steps.resolve_xla_mode(xla, strategy), batch_size, rate,
-             rate * batch_size] for xla, rate in rates.items()]
+    candidates = {
+        xla: _warm_loop_call(strategy, spec, phase, xla, batch_size) for xla in _XLA_MODES.value
+    }
+    rates = common.interleaved_steps_per_second(candidates, _ROUNDS.value, warm_up=False)
+    return [
+        [phase, xla, steps.resolve_xla_mode(xla, strategy), batch_size, rate, rate * batch_size]
+        for xla, rate in rates.items()
+    ]
 
 
 def main(argv):
     del argv
     strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
     strategy = strategy_lib.create_strategy(_STRATEGY.value)
-    spec = benchmarking.ModelSpec(hr_patch_size=_HR_PATCH_SIZE.value,
-                                  num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
-    rows = [row for phase in _PHASES.value for batch in _BATCH_SIZES.value
-            for row in _rows(strategy, spec, phase, int(batch))]
-    print(f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on "
-          f"{', '.join(strategy.extended.worker_devices)}; input: "
-          f"{_DATA_DIR.value or 'synthetic, on device'}; generator {spec.num_blocks} blocks x "
-          f"{spec.channels} ch; {spec.hr_patch_size}px HR patches; "
-          f"mixed_precision={_MIXED_PRECISION.value}")
-    print(benchmarking.format_table(
-        ["phase", "xla", "effective", "batch", "steps/s", "patches/s"], rows))
+    spec = common.ModelSpec(
+        hr_patch_size=_HR_PATCH_SIZE.value, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value
+    )
+    rows = [
+        row
+        for phase in _PHASES.value
+        for batch in _BATCH_SIZES.value
+        for row in _rows(strategy, spec, phase, int(batch))
+    ]
+    print(
+        f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on "
+        f"{', '.join(strategy.extended.worker_devices)}; input: "
+        f"{_DATA_DIR.value or 'synthetic, on device'}; generator {spec.num_blocks} blocks x "
+        f"{spec.channels} ch; {spec.hr_patch_size}px HR patches; "
+        f"mixed_precision={_MIXED_PRECISION.value}"
+    )
+    print(common.format_table(["phase", "xla", "effective", "batch", "steps/s", "patches/s"], rows))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Write-throughput benchmark: the Beam job against plain single-process loops, side by side.
 
-  python -m data_prep.bench_build --data_dir=../shared/data/Urban100_x4_train
+  python -m benchmarks.build --data_dir=../shared/data/Urban100_x4_train
 
 Prints seconds, pairs/s and input MB/s (HR + LR source bytes) for:
   floor      decode + validate every pair, write nothing (the per-pair cost to approach)
@@ -28,14 +28,20 @@ from PIL import Image
 
 from data_prep import images, pairing, pipeline, schema
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/Urban100_x4_train",
-                                "Folder of *_HR.png / *_LR.png pairs.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "../shared/data/Urban100_x4_train", "Folder of *_HR.png / *_LR.png pairs."
+)
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Scratch folder (default: a temp dir).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "DirectRunner workers for the Beam job.")
-_HR_CROP_SIZE = flags.DEFINE_integer("hr_crop_size", 480, "Tile size for the tiled runs; 0 "
-                                     "skips them.")
-_ONLY = flags.DEFINE_list("only", None, "Run only rows whose name contains one of these "
-                          "words (the baseline row is needed for the speed-up column).")
+_HR_CROP_SIZE = flags.DEFINE_integer(
+    "hr_crop_size", 480, "Tile size for the tiled runs; 0 skips them."
+)
+_ONLY = flags.DEFINE_list(
+    "only",
+    None,
+    "Run only rows whose name contains one of these "
+    "words (the baseline row is needed for the speed-up column).",
+)
 _SCALE = 4
 
 
@@ -61,9 +67,18 @@ def _naive_png(path):
 def _naive_record(key, hr_path, lr_path):
     hr_png, lr_png = _naive_png(hr_path), _naive_png(lr_path)
     hr_size, lr_size = Image.open(io.BytesIO(hr_png)).size, Image.open(io.BytesIO(lr_png)).size
-    return [schema.PairRecord(key=key, scale=_SCALE, lr_png=lr_png, lr_height=lr_size[1],
-                              lr_width=lr_size[0], hr_png=hr_png, hr_height=hr_size[1],
-                              hr_width=hr_size[0])]
+    return [
+        schema.PairRecord(
+            key=key,
+            scale=_SCALE,
+            lr_png=lr_png,
+            lr_height=lr_size[1],
+            lr_width=lr_size[0],
+            hr_png=hr_png,
+            hr_height=hr_size[1],
+            hr_width=hr_size[0],
+        )
+    ]
 
 
 def _job_records(config):
@@ -71,6 +86,7 @@ def _job_records(config):
         hr = images.decode_rgb(_read(hr_path))
         lr = images.decode_rgb(_read(lr_path))
         return images.prepare_pair(key, hr, lr, config)
+
     return records
 
 
@@ -92,19 +108,27 @@ def _beam(pairs, out_dir, workers, hr_crop_size=None, mode="multi_processing"):
         for path in (hr_path, lr_path):
             os.symlink(os.path.abspath(path), os.path.join(src, os.path.basename(path)))
     config = pipeline.JobConfig(
-        hr_glob=os.path.join(src, "*_HR.png"), lr_glob=os.path.join(src, "*_LR.png"),
-        output_dir=os.path.join(out_dir, "data"), val_fraction=0.0,
-        pair=images.PairConfig(scale=_SCALE, hr_crop_size=hr_crop_size))
-    options = PipelineOptions([f"--direct_num_workers={workers}",
-                               f"--direct_running_mode={mode}",
-                               "--default_sdk_harness_log_level=WARNING"])
+        hr_glob=os.path.join(src, "*_HR.png"),
+        lr_glob=os.path.join(src, "*_LR.png"),
+        output_dir=os.path.join(out_dir, "data"),
+        val_fraction=0.0,
+        pair=images.PairConfig(scale=_SCALE, hr_crop_size=hr_crop_size),
+    )
+    options = PipelineOptions(
+        [
+            f"--direct_num_workers={workers}",
+            f"--direct_running_mode={mode}",
+            "--default_sdk_harness_log_level=WARNING",
+        ]
+    )
     pipeline.run(config, options)
 
 
 def _cpu_seconds():
     """User + system CPU of this process and its finished children (Beam's SDK workers)."""
-    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
-                                                          resource.RUSAGE_CHILDREN))
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -116,9 +140,11 @@ def _timed(name, pairs, run, baseline_seconds=None):
     run()
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - start_cpu
     speedup = f"{baseline_seconds / seconds:5.2f}x" if baseline_seconds else "   - "
-    print(f"{name:<36} {seconds:6.2f} s {len(pairs) / seconds:6.2f} pairs/s "
-          f"{megabytes / seconds:6.2f} MB/s {speedup} vs baseline  (CPU {cpu:6.2f} s)",
-          flush=True)
+    print(
+        f"{name:<36} {seconds:6.2f} s {len(pairs) / seconds:6.2f} pairs/s "
+        f"{megabytes / seconds:6.2f} MB/s {speedup} vs baseline  (CPU {cpu:6.2f} s)",
+        flush=True,
+    )
     return seconds
 
 
@@ -137,26 +163,54 @@ def main(argv):
         os.makedirs(path)
         return path
 
-    _timed("floor: decode+validate, no write", pairs,
-           lambda: _loop(pairs, fresh("floor"), _job_records(config), write=False))
-    base = _timed("baseline: PIL re-encode loop", pairs,
-                  lambda: _loop(pairs, fresh("baseline"), _naive_record))
-    _timed("loop + pass-through (1 process)", pairs,
-           lambda: _loop(pairs, fresh("loop"), _job_records(config)), base)
-    _timed(f"beam x{_WORKERS.value} multi_processing", pairs,
-           lambda: _beam(pairs, fresh("beam"), _WORKERS.value), base)
-    _timed(f"beam x{_WORKERS.value} multi_threading", pairs,
-           lambda: _beam(pairs, fresh("beam_threads"), _WORKERS.value,
-                         mode="multi_threading"), base)
-    _timed(f"beam x{_WORKERS.value} on 1 pair (start-up)", pairs[:1],
-           lambda: _beam(pairs[:1], fresh("beam1"), _WORKERS.value))
+    _timed(
+        "floor: decode+validate, no write",
+        pairs,
+        lambda: _loop(pairs, fresh("floor"), _job_records(config), write=False),
+    )
+    base = _timed(
+        "baseline: PIL re-encode loop",
+        pairs,
+        lambda: _loop(pairs, fresh("baseline"), _naive_record),
+    )
+    _timed(
+        "loop + pass-through (1 process)",
+        pairs,
+        lambda: _loop(pairs, fresh("loop"), _job_records(config)),
+        base,
+    )
+    _timed(
+        f"beam x{_WORKERS.value} multi_processing",
+        pairs,
+        lambda: _beam(pairs, fresh("beam"), _WORKERS.value),
+        base,
+    )
+    _timed(
+        f"beam x{_WORKERS.value} multi_threading",
+        pairs,
+        lambda: _beam(pairs, fresh("beam_threads"), _WORKERS.value, mode="multi_threading"),
+        base,
+    )
+    _timed(
+        f"beam x{_WORKERS.value} on 1 pair (start-up)",
+        pairs[:1],
+        lambda: _beam(pairs[:1], fresh("beam1"), _WORKERS.value),
+    )
     if _HR_CROP_SIZE.value:
         crop = _HR_CROP_SIZE.value
         tiled = images.PairConfig(scale=_SCALE, hr_crop_size=crop)
-        _timed(f"loop, {crop}px tiles (1 process)", pairs,
-               lambda: _loop(pairs, fresh("loop_tiles"), _job_records(tiled)), base)
-        _timed(f"beam x{_WORKERS.value}, {crop}px tiles", pairs,
-               lambda: _beam(pairs, fresh("beam_tiles"), _WORKERS.value, crop), base)
+        _timed(
+            f"loop, {crop}px tiles (1 process)",
+            pairs,
+            lambda: _loop(pairs, fresh("loop_tiles"), _job_records(tiled)),
+            base,
+        )
+        _timed(
+            f"beam x{_WORKERS.value}, {crop}px tiles",
+            pairs,
+            lambda: _beam(pairs, fresh("beam_tiles"), _WORKERS.value, crop),
+            base,
+        )
     if not _WORK_DIR.value:
         shutil.rmtree(work)
 

@@ -1,7 +1,7 @@
 r"""Serving benchmark: latency and images/s in-process vs REST vs gRPC; the tiled path's memory.
 
-  python -m serving.bench_serving                       # paper generator (16 blocks, 64 channels)
-  python -m serving.bench_serving --num_blocks=2 --channels=16 --requests=8   # quick
+  python -m benchmarks.serving                       # paper generator (16 blocks, 64 channels)
+  python -m benchmarks.serving --num_blocks=2 --channels=16 --requests=8   # quick
 
 Random weights (speed does not depend on them). Part 1: a 128x128 PNG through serving_default
 (-> 512x512 PNG), 1 and 8 concurrent clients, in-process SavedModel call vs the local server
@@ -22,7 +22,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from serving import client_lib, export_lib, signatures
+from serving import client_lib, contract, export_lib
 from serving.serving_module import TilingConfig
 from trainer import generator_store
 
@@ -32,8 +32,9 @@ _SIZE = flags.DEFINE_integer("size", 128, "LR side for the latency benchmark.")
 _REQUESTS = flags.DEFINE_integer("requests", 16, "Timed requests per (path, concurrency).")
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "8"], "Concurrent clients.")
 _TILED_SIZES = flags.DEFINE_list("tiled_sizes", ["512", "1024"], "LR sides for the tiled run.")
-_UNTILED_MAX = flags.DEFINE_integer("untiled_max", 512,
-                                    "Largest side also run untiled (memory grows fast).")
+_UNTILED_MAX = flags.DEFINE_integer(
+    "untiled_max", 512, "Largest side also run untiled (memory grows fast)."
+)
 _TILE_SIZE = flags.DEFINE_integer("tile_size", TilingConfig.tile_size, "Tile core side.")
 _TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", TilingConfig.overlap, "Tile context.")
 
@@ -60,6 +61,7 @@ def random_png(side, seed=0):
     import io
 
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
     image = Image.fromarray(small).resize((side, side), Image.BICUBIC)
@@ -74,6 +76,7 @@ def export(generator, base, name, tiling):
 
 def time_requests(call, num_requests, concurrency):
     """Runs `call()` num_requests times over `concurrency` threads: (latencies s, images/s)."""
+
     def timed(_):
         start = time.perf_counter()
         call()
@@ -95,9 +98,19 @@ def _row(path, concurrency, latencies, throughput):
 
 def start_server(model_base_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local_server", f"--model_base_path={model_base_path}",
-         f"--model_name={_NAME}", "--rest_port=0", "--grpc_port=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "serving.local_server",
+            f"--model_base_path={model_base_path}",
+            f"--model_name={_NAME}",
+            "--rest_port=0",
+            "--grpc_port=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     for line in process.stdout:
         if line.startswith("serving REST on "):
             words = line.split()
@@ -107,21 +120,25 @@ def start_server(model_base_path):
 
 def latency_table(export_dir, model_base_path, png, num_requests, concurrencies):
     import tensorflow as tf
+
     model = tf.saved_model.load(export_dir)
-    signature = model.signatures[signatures.BYTES_SIGNATURE]
+    signature = model.signatures[contract.BYTES_SIGNATURE]
     batch = tf.constant([png])
-    paths = {"in-process": lambda: signature(image_bytes=batch)[signatures.BYTES_OUTPUT].numpy()}
+    paths = {"in-process": lambda: signature(image_bytes=batch)[contract.BYTES_OUTPUT].numpy()}
     process, rest, grpc = start_server(model_base_path)
-    clients = [client_lib.ServingClient(rest, client_lib.REST, _NAME),
-               client_lib.ServingClient(grpc, client_lib.GRPC, _NAME)]
+    clients = [
+        client_lib.ServingClient(rest, client_lib.REST, _NAME),
+        client_lib.ServingClient(grpc, client_lib.GRPC, _NAME),
+    ]
     paths["REST"] = lambda: clients[0].upscale_encoded([png])
     paths["gRPC"] = lambda: clients[1].upscale_encoded([png])
     rows = ["| path       | clients | p50 ms | p95 ms | images/s |", "|---|---|---|---|---|"]
     try:
         for concurrency in concurrencies:
             for path, call in paths.items():
-                rows.append(_row(path, concurrency, *time_requests(call, num_requests,
-                                                                   concurrency)))
+                rows.append(
+                    _row(path, concurrency, *time_requests(call, num_requests, concurrency))
+                )
                 print(rows[-1], flush=True)
     finally:
         for client in clients:
@@ -132,8 +149,11 @@ def latency_table(export_dir, model_base_path, png, num_requests, concurrencies)
 
 
 def memory_run(export_dir, side, out_path):
-    result = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, export_dir, str(side), out_path],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, export_dir, str(side), out_path],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode:
         return {"error": result.stderr.strip().splitlines()[-1]}
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -142,11 +162,19 @@ def memory_run(export_dir, side, out_path):
 def memory_table(generator, work_dir, sides, untiled_max, tiling):
     base = os.path.join(work_dir, "memory")
     untiled = TilingConfig(tile_size=max(sides), overlap=0, max_input_pixels=max(sides) ** 2)
-    dirs = {"untiled": export(generator, base, "untiled", untiled),
-            "tiled": export(generator, base, "tiled",
-                            TilingConfig(tiling.tile_size, tiling.overlap, max(sides) ** 2))}
-    rows = ["| input | path | seconds | RSS after load MB | peak RSS MB | max abs diff |",
-            "|---|---|---|---|---|---|"]
+    dirs = {
+        "untiled": export(generator, base, "untiled", untiled),
+        "tiled": export(
+            generator,
+            base,
+            "tiled",
+            TilingConfig(tiling.tile_size, tiling.overlap, max(sides) ** 2),
+        ),
+    }
+    rows = [
+        "| input | path | seconds | RSS after load MB | peak RSS MB | max abs diff |",
+        "|---|---|---|---|---|---|",
+    ]
     for side in sides:
         outputs = {}
         for path, export_dir in dirs.items():
@@ -156,29 +184,38 @@ def memory_table(generator, work_dir, sides, untiled_max, tiling):
             stats = memory_run(export_dir, side, outputs[path])
             diff = ""
             if path == "tiled" and "untiled" in outputs and "error" not in stats:
-                diff = int(np.abs(np.load(outputs["tiled"]).astype(int) -
-                                  np.load(outputs["untiled"])).max())
-            rows.append(f"| {side}x{side} | {path} | {stats.get('seconds', 0):.1f} | "
-                        f"{stats.get('loaded_mb', 0):.0f} | {stats.get('peak_mb', 0):.0f} | "
-                        f"{diff} {stats.get('error', '')}|")
+                diff = int(
+                    np.abs(
+                        np.load(outputs["tiled"]).astype(int) - np.load(outputs["untiled"])
+                    ).max()
+                )
+            rows.append(
+                f"| {side}x{side} | {path} | {stats.get('seconds', 0):.1f} | "
+                f"{stats.get('loaded_mb', 0):.0f} | {stats.get('peak_mb', 0):.0f} | "
+                f"{diff} {stats.get('error', '')}|"
+            )
             print(rows[-1], flush=True)
     return rows
 
 
 def main(argv):
     del argv
-    config = generator_store.GeneratorConfig(num_blocks=_NUM_BLOCKS.value,
-                                             channels=_CHANNELS.value)
+    config = generator_store.GeneratorConfig(num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
     generator = generator_store.build_generator(config)
     tiling = TilingConfig(tile_size=_TILE_SIZE.value, overlap=_TILE_OVERLAP.value)
     print(f"generator {config}, tiling {tiling}; the machine is shared: numbers are noisy.")
     with tempfile.TemporaryDirectory() as work_dir:
         export_dir = export(generator, work_dir, _NAME, tiling)
-        latency = latency_table(export_dir, os.path.join(work_dir, _NAME),
-                                random_png(_SIZE.value), _REQUESTS.value,
-                                [int(c) for c in _CONCURRENCY.value])
-        memory = memory_table(generator, work_dir, [int(s) for s in _TILED_SIZES.value],
-                              _UNTILED_MAX.value, tiling)
+        latency = latency_table(
+            export_dir,
+            os.path.join(work_dir, _NAME),
+            random_png(_SIZE.value),
+            _REQUESTS.value,
+            [int(c) for c in _CONCURRENCY.value],
+        )
+        memory = memory_table(
+            generator, work_dir, [int(s) for s in _TILED_SIZES.value], _UNTILED_MAX.value, tiling
+        )
     size = _SIZE.value
     print(f"\n{size}x{size} -> {4 * size}x{4 * size} PNG through serving_default:")
     print("\n".join(latency))

@@ -1,4 +1,4 @@
-"""Shared pieces of the step benchmarks (trainer.bench_step, trainer.bench_train).
+"""Shared pieces of the benchmarks: timing, interleaved rounds, synthetic models and batches.
 
 Everything is built with random weights (perceptual weights "none"): no dataset, no network.
 Throughput is measured after a warm-up call (tracing, XLA compilation) and synchronised by
@@ -44,17 +44,19 @@ def build_models(strategy, spec, phase, mixed_precision=False):
     try:
         with strategy.scope():
             generator = models.srresnet_generator(spec.scale, spec.num_blocks, spec.channels)
-            g_optimizer = steps.create_optimizer(1e-4, 0.9, 0.999, mixed_precision,
-                                                 generator.trainable_variables)
+            g_optimizer = steps.create_optimizer(
+                1e-4, 0.9, 0.999, mixed_precision, generator.trainable_variables
+            )
             if phase == "pretrain":
                 return TrainingModels(generator, None, None, g_optimizer, None)
-            discriminator = models.srgan_discriminator(spec.hr_patch_size,
-                                                       spec.discriminator_channels)
-            d_optimizer = steps.create_optimizer(1e-4, 0.9, 0.999, mixed_precision,
-                                                 discriminator.trainable_variables)
+            discriminator = models.srgan_discriminator(
+                spec.hr_patch_size, spec.discriminator_channels
+            )
+            d_optimizer = steps.create_optimizer(
+                1e-4, 0.9, 0.999, mixed_precision, discriminator.trainable_variables
+            )
             content_model = perceptual.build_content_model(spec.content_network, "none")
-            return TrainingModels(generator, discriminator, content_model, g_optimizer,
-                                  d_optimizer)
+            return TrainingModels(generator, discriminator, content_model, g_optimizer, d_optimizer)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -63,8 +65,13 @@ def synthetic_batch(global_batch_size, spec, seed=0):
     """A random (lr, hr) batch in the model value ranges."""
     lr_size = spec.hr_patch_size // spec.scale
     lr = tf.random.stateless_uniform([global_batch_size, lr_size, lr_size, 3], [seed, 1])
-    hr = tf.random.stateless_uniform([global_batch_size, spec.hr_patch_size,
-                                      spec.hr_patch_size, 3], [seed, 2]) * 2.0 - 1.0
+    hr = (
+        tf.random.stateless_uniform(
+            [global_batch_size, spec.hr_patch_size, spec.hr_patch_size, 3], [seed, 2]
+        )
+        * 2.0
+        - 1.0
+    )
     return lr, hr
 
 
@@ -78,13 +85,14 @@ class RepeatedBatch:
         lr, hr = synthetic_batch(global_batch_size, spec)
         replicas = strategy.num_replicas_in_sync
         if global_batch_size % replicas:
-            raise ValueError(f"batch size {global_batch_size} is not a multiple of the "
-                             f"{replicas} replicas.")
+            raise ValueError(
+                f"batch size {global_batch_size} is not a multiple of the {replicas} replicas."
+            )
         per_replica = global_batch_size // replicas
 
         def replica_slice(context):
             start = context.replica_id_in_sync_group * per_replica
-            return lr[start:start + per_replica], hr[start:start + per_replica]
+            return lr[start : start + per_replica], hr[start : start + per_replica]
 
         self._batch = strategy.experimental_distribute_values_from_function(replica_slice)
 

@@ -4,7 +4,7 @@ Runs side by side in one process: VGG54 (default), the ResNet152V2 cut at conv2_
 option), and the uncut ResNet152V2 (the cost of using the whole network, as a baseline).
 Random weights: the cost does not depend on the values.
 
-  python -m trainer.bench_perceptual --batch_size=16 --hr_patch_size=96 --steps=3
+  python -m benchmarks.perceptual --batch_size=16 --hr_patch_size=96 --steps=3
 """
 
 import time
@@ -21,8 +21,9 @@ _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per network (after one wa
 
 
 def _uncut_resnet152v2():
-    backbone = keras.applications.ResNet152V2(include_top=False, weights=None,
-                                              input_shape=(None, None, 3))
+    backbone = keras.applications.ResNet152V2(
+        include_top=False, weights=None, input_shape=(None, None, 3)
+    )
     inputs = keras.Input((None, None, 3))
     features = backbone(perceptual.ImageNetPreprocess("resnet152v2")(inputs))
     model = keras.Model(inputs, features)
@@ -53,8 +54,9 @@ def main(argv):
     sr = tf.random.uniform(shape, -1.0, 1.0, seed=2)
     candidates = {
         "vgg54 (VGG19 block5_conv4)": lambda: perceptual.build_content_model("vgg54", "none"),
-        "resnet152v2 cut (conv2_block3_out)":
-            lambda: perceptual.build_content_model("resnet152v2", "none"),
+        "resnet152v2 cut (conv2_block3_out)": lambda: perceptual.build_content_model(
+            "resnet152v2", "none"
+        ),
         "resnet152v2 uncut (baseline)": _uncut_resnet152v2,
     }
     print(f"content loss + gradient, batch {shape[0]}, {shape[1]}x{shape[2]} HR patches")
