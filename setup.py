@@ -25,7 +25,15 @@ setuptools.setup(
     "distributed training, TF Serving export.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(
-        include=["data_prep", "data_prep.*", "trainer", "trainer.*", "serving", "serving.*"]
+        include=[
+            "data_prep",
+            "data_prep.*",
+            "trainer",
+            "trainer.*",
+            "srgan_cli",
+            "serving",
+            "serving.*",
+        ]
     ),
     install_requires=INSTALL_REQUIRES,
     extras_require={
