@@ -24,6 +24,9 @@ from PIL import Image
 from data_prep import schema
 
 DEFAULT_MAX_PIXELS = 64 * 2**20  # 67 megapixels, e.g. 8192 x 8192.
+# File name endings of the images every stage reads (data prep globs, evaluation folders, the
+# serving client's folders): the formats PIL decodes here.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEFAULT_MIN_LR_SIZE = 24  # the LR side of the paper's 96-pixel HR patch at x4.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TRUECOLOR = 2
@@ -79,8 +82,8 @@ class PairConfig:
     png_compress_level: int = 1
 
     def __post_init__(self):
-        if self.scale not in (2, 3, 4, 8):
-            raise ValueError(f"scale must be 2, 3, 4 or 8, got {self.scale}")
+        if self.scale not in schema.SCALES:
+            raise ValueError(f"scale must be one of {schema.SCALES}, got {self.scale}")
         if self.hr_crop_size is not None and self.hr_crop_size % self.scale:
             raise ValueError(
                 f"hr_crop_size {self.hr_crop_size} is not a multiple of the scale {self.scale}"
@@ -289,3 +292,14 @@ def prepare_pair(key, hr: DecodedImage, lr: DecodedImage | None, config: PairCon
     hr_png = hr.rgb8_png if hr.rgb8_png and not hr_cropped else encode_png(hr_pixels, level)
     lr_png = lr.rgb8_png if lr is not None and lr.rgb8_png else encode_png(lr_pixels, level)
     return [_record(key, scale, hr_pixels, hr_png, lr_pixels, lr_png)]
+
+
+def load_rgb(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """The pixels of an image file by the one decode rule (decode_rgb): uint8 [h, w, 3].
+
+    Data prep, evaluation and the serving client all read image files through decode_rgb, so a
+    16-bit, grayscale, palette or RGBA file gives every stage the same 8-bit RGB pixels.
+    Local paths only (the client must not need TensorFlow's file systems).
+    """
+    with open(path, "rb") as f:
+        return decode_rgb(f.read(), max_pixels).pixels

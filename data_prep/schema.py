@@ -29,6 +29,8 @@ import json
 import posixpath
 
 SCHEMA_VERSION = 1
+# The upscale factors every stage accepts (data prep, generator, export, evaluation): declared once.
+SCALES = (2, 3, 4, 8)
 MANIFEST_FILENAME = "manifest.json"
 TRAIN = "train"
 VALIDATION = "validation"
