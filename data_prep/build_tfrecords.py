@@ -1,26 +1,34 @@
 """Turns LR/HR image pairs (or HR-only images) into sharded TFRecords plus manifest.json.
 
-  python -m data_prep.build_tfrecords --hr_glob='photos/*.png' --output_dir=data --scale=4
+  srgan-prepare --hr_glob='photos/*.png' --output_dir=data --scale=4
+  python -m data_prep.build_tfrecords ...   (the same)
 
 Flags not defined here go to Beam's PipelineOptions (--runner, --direct_num_workers,
---direct_running_mode, --project, --setup_file=./setup.py, ...). With no runner options the job
-runs on DirectRunner in multi_processing mode with one worker per core.
+--direct_running_mode, --project, --setup_file=./setup.py, ...); an argument that neither this
+module nor Beam defines is refused before anything runs. With no runner options the job runs on
+DirectRunner in multi_processing mode with one worker per core.
 """
 
-import os
 import sys
 
-from absl import app, flags, logging
-from apache_beam.options.pipeline_options import PipelineOptions
+import srgan_cli
+from data_prep import beam_options  # imports Beam on first use, not here
 
-from data_prep import images, pipeline
+srgan_cli.quiet_console()  # before Beam (and TensorFlow) are imported
+beam_options.hide_import_notices()
+
+from absl import app, flags, logging  # noqa: E402
+
+from data_prep import images, pipeline, schema  # noqa: E402
 
 _HR_GLOB = flags.DEFINE_string("hr_glob", None, "HR images (local or gs:// glob).")
 _LR_GLOB = flags.DEFINE_string(
     "lr_glob", None, "LR images; omit to synthesise LR by antialiased bicubic downscale of HR."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
-_SCALE = flags.DEFINE_integer("scale", 4, "HR side / LR side: 2, 3, 4 or 8.")
+_SCALE = flags.DEFINE_integer(
+    "scale", 4, f"HR side / LR side, one of {', '.join(map(str, schema.SCALES))}."
+)
 _HR_KEY_REGEX = flags.DEFINE_string(
     "hr_key_regex",
     None,
@@ -74,16 +82,6 @@ _PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 
 
-def beam_options(beam_args):
-    """PipelineOptions; DirectRunner defaults to multi_processing on every core."""
-    defaults = [
-        "--direct_running_mode=multi_processing",
-        f"--direct_num_workers={os.cpu_count() or 1}",
-        "--default_sdk_harness_log_level=WARNING",
-    ]
-    return PipelineOptions(defaults + list(beam_args))  # later flags win
-
-
 def job_config():
     """The JobConfig from the parsed flags (raises ValueError on inconsistent values)."""
     pair = images.PairConfig(
@@ -110,27 +108,36 @@ def job_config():
 
 
 def main(argv):
+    """Checks every argument, then runs the job; user errors are one line and exit status 2."""
     beam_args = argv[1:]
-    if not flags.FLAGS["verbosity"].present:
+    verbose = srgan_cli.verbose()
+    if not verbose and not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Beam's INFO chatter buries the summary.
     try:
+        beam_options.check_args(beam_args)
         config = job_config()
         # The job's own flags (those defined in this module), recorded in the manifest.
         own = flags.FLAGS.get_flags_for_module(sys.modules[__name__])
         args = {flag.name: flag.value for flag in own}
-        result = pipeline.run(config, beam_options(beam_args), {**args, "beam_args": beam_args})
-    except ValueError as e:  # JobInputError and bad flag combinations: user errors.
+        options = beam_options.pipeline_options(beam_args, quiet=not verbose)
+        result = pipeline.run(config, options, {**args, "beam_args": beam_args})
+    except ValueError as e:  # unknown arguments, JobInputError, bad flag values: user errors.
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(pipeline.summary_line(result, config.output_dir))
     return 0
 
 
-def _parse_known(argv):
-    """absl parses its flags and hands every unknown one (Beam's) through to main."""
+def parse_flags(argv):
+    """absl parses the job's flags; the rest (Beam's options, mistakes) goes to main's check."""
     return flags.FLAGS(argv, known_only=True)
 
 
-if __name__ == "__main__":
+def run():
+    """The `srgan-prepare` console script."""
     flags.mark_flags_as_required(["hr_glob", "output_dir"])
-    app.run(main, flags_parser=_parse_known)
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

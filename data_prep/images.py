@@ -5,8 +5,10 @@ bad file becomes one clear line in `rejected-*.jsonl` instead of a stack trace.
 
 Rules:
   * Pixel count is checked from the header before any pixel is decoded (decompression bombs).
+  * Only the formats of IMAGE_EXTENSIONS are decoded (PNG, JPEG, BMP, GIF, TIFF, WebP).
   * Images are normalised to 8-bit RGB: grayscale, palette, RGBA/LA (alpha dropped, not
-    composited) and 16-bit images are converted, not rejected.
+    composited) and 16-bit images are converted (16-bit values scaled, not clipped), not
+    rejected. `decode_rgb` (bytes) and `load_rgb` (a file) are this rule for every stage.
   * HR sides are mod-cropped (bottom/right) to a multiple of the scale; a given LR must then be
     exactly HR / scale; a missing LR is synthesised by an antialiased bicubic downscale (PIL).
   * Source bytes pass through unchanged when they already are an 8-bit RGB PNG of the final
@@ -24,9 +26,21 @@ from PIL import Image
 from data_prep import schema
 
 DEFAULT_MAX_PIXELS = 64 * 2**20  # 67 megapixels, e.g. 8192 x 8192.
-# File name endings of the images every stage reads (data prep globs, evaluation folders, the
-# serving client's folders): the formats PIL decodes here.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# PIL format -> file name endings: the formats the decode rule accepts. `decode_rgb` restricts
+# PIL to these formats (PIL would also open EPS through Ghostscript, PSD, ICO, ... by content),
+# so a file is an image for every stage exactly when its ending is in IMAGE_EXTENSIONS and
+# its bytes decode as one of these formats. GIF and multi-page TIFF give their first frame.
+_FORMATS = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "BMP": (".bmp",),
+    "GIF": (".gif",),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+}
+# File name endings (lower case) of the images every stage reads: data prep's pairing,
+# evaluation folders, the serving client's folders.
+IMAGE_EXTENSIONS = tuple(ending for endings in _FORMATS.values() for ending in endings)
 DEFAULT_MIN_LR_SIZE = 24  # the LR side of the paper's 96-pixel HR patch at x4.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TRUECOLOR = 2
@@ -138,7 +152,7 @@ def _open(data, max_pixels):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=tuple(_FORMATS))
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"possible decompression bomb, not decoded: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError.
@@ -149,7 +163,7 @@ def _open(data, max_pixels):
 
 def _to_rgb8(image):
     """8-bit RGB array from any PIL mode (alpha dropped, 16-bit scaled down)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         # convert("L") would clip 16-bit values at 255 instead of scaling them.
         wide = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode != "F" else max(float(wide.max()), 1.0)
@@ -163,11 +177,21 @@ def _to_rgb8(image):
     return np.ascontiguousarray(pixels[..., :3]) if pixels.shape[-1] == 4 else pixels
 
 
+def is_image_name(path):
+    """True when the file name ends in one of IMAGE_EXTENSIONS (any case)."""
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def decode_rgb(data, max_pixels=DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decodes and validates one encoded image.
+    """Decodes and validates one encoded image: the one decode rule of every stage.
+
+    Accepts the formats of IMAGE_EXTENSIONS (PNG, JPEG, BMP, GIF, TIFF, WebP), any bit depth
+    and mode PIL reads; the pixels are always 8-bit RGB: 16-bit images are scaled (not
+    clipped), grayscale and palette images expanded, alpha dropped.
 
     Raises:
-      ImageError: empty, not an image, truncated/corrupt, or more than `max_pixels` pixels.
+      ImageError: empty, not an image of those formats, truncated/corrupt, or more than
+        `max_pixels` pixels.
     """
     image = _open(data, max_pixels)
     try:
@@ -300,6 +324,14 @@ def load_rgb(path, max_pixels=DEFAULT_MAX_PIXELS):
     Data prep, evaluation and the serving client all read image files through decode_rgb, so a
     16-bit, grayscale, palette or RGBA file gives every stage the same 8-bit RGB pixels.
     Local paths only (the client must not need TensorFlow's file systems).
+
+    Raises:
+      OSError: the file cannot be read.
+      ImageError: as decode_rgb, with the path in the message.
     """
     with open(path, "rb") as f:
-        return decode_rgb(f.read(), max_pixels).pixels
+        data = f.read()
+    try:
+        return decode_rgb(data, max_pixels).pixels
+    except ImageError as e:
+        raise type(e)(f"{path}: {e}") from None

@@ -5,13 +5,16 @@ Built-in layouts (no configuration):
   suffix:  HR `img_001_SRF_4_HR.png`  LR `img_001_SRF_4_LR.png`   -> key `img_001`
            (also `name_HR.png` / `name_LR.png`)
 Other layouts: a regex with a named group `key`, matched against the file's base name
-(one for HR names, one for LR names).
+(one for HR names, one for LR names). Only names ending in images.IMAGE_EXTENSIONS are image
+files; any other name is refused with its reason, like a name the regex does not match.
 """
 
 import collections
 import dataclasses
 import posixpath
 import re
+
+from data_prep import images
 
 _SUFFIX_HR = re.compile(r"^(?P<key>.+?)(_SRF_\d+)?_HR$", re.IGNORECASE)
 _SUFFIX_LR = re.compile(r"^(?P<key>.+?)(_SRF_\d+)?_LR$", re.IGNORECASE)
@@ -52,7 +55,15 @@ def lr_key(path, scale, regex=None):
 
 
 def file_key(is_hr, path, scale, regex=None):
-    """The pair key of an HR (is_hr) or LR file; ValueError if `regex` does not match."""
+    """The pair key of an HR (is_hr) or LR image file.
+
+    Raises:
+      ValueError: the name does not end in an image extension, or `regex` does not match it.
+    """
+    if not images.is_image_name(path):
+        raise ValueError(
+            f"not an image file name (expected one of {', '.join(images.IMAGE_EXTENSIONS)})"
+        )
     return hr_key(path, regex) if is_hr else lr_key(path, scale, regex)
 
 

@@ -8,8 +8,12 @@ this scikit-image version are skipped and named in the output.
 
 import os
 
-from absl import app, flags
-from PIL import Image
+import srgan_cli
+
+srgan_cli.quiet_console()  # before scikit-image (and whatever it pulls in) is imported
+
+from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the PNG files.")
 
@@ -48,7 +52,8 @@ def write_photos(output_dir):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"positional arguments are not accepted: {' '.join(argv[1:])}")
     written, skipped = write_photos(_OUTPUT_DIR.value)
     for path in written:
         print(path)
@@ -56,6 +61,11 @@ def main(argv):
     print(f"sample_images: wrote {len(written)} photos to {_OUTPUT_DIR.value}{skipped_text}")
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry: parses the flags and runs main."""
     flags.mark_flag_as_required("output_dir")
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -10,7 +10,7 @@ A dataset directory written by `data_prep.build_tfrecords` holds:
 Each Example (SCHEMA_VERSION 1) has these features:
 
   key            bytes  the pair's key, derived from the source file name (plus a tile suffix)
-  scale          int64  HR side / LR side (2, 3, 4 or 8)
+  scale          int64  HR side / LR side, one of SCALES (see "Why `scale` is per record")
   lr/encoded     bytes  PNG, 8-bit RGB
   lr/height      int64
   lr/width       int64
@@ -22,6 +22,13 @@ Each Example (SCHEMA_VERSION 1) has these features:
 
 The feature table FEATURES below is the single source: `to_example` (writer) and
 `parse_example` (reader) are both built from it.
+
+Why `scale` is per record although no reader parses it: readers take the scale from the
+manifest (one value per dataset, read once, compared with the model's scale before any record
+is read), which is the one place to check it. The per-record copy keeps each Example
+self-describing - a shard copied out of its directory or inspected on its own (e.g. with
+`parse_example`) still says what it was written for - and dropping it would change
+SCHEMA_VERSION and make every dataset written so far unreadable.
 """
 
 import dataclasses

@@ -26,6 +26,11 @@ from tests.data_prep import image_files
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 _SET14 = fixtures.SHARED_DATA / "Set14_x4"
 _IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+_WORKER_IMPORT_LINES = (
+    "WARNING:root:apitools not found, and bigquery client libraries are not available despite "
+    "the import not raising an ImportError.",
+    "INFO:__main__:Logging handler created.",
+)
 
 
 def _save(path, data):
@@ -94,7 +99,7 @@ def _read_split(out, manifest, split):
 
 
 def _rgb(path):
-    return np.asarray(Image.open(path).convert("RGB"))
+    return images.load_rgb(str(path))
 
 
 def _rejected(out, manifest):
@@ -194,14 +199,84 @@ def test_hr_only_tiles_split_by_source_and_overwrite(tmp_path):
         assert set(_read_split(out, rerun.manifest, split)) == sources[split]
 
 
-def test_cli_user_errors_are_one_line(tmp_path, capsys):
+def test_decode_rule_gives_the_job_and_load_rgb_the_same_pixels(tmp_path):
+    """16-bit, grayscale and palette PNGs written by PIL: load_rgb == the record's HR pixels."""
+    rgb = fixtures.make_image(32, 48, seed=6)
+    gray16 = np.linspace(0, 65535, 32 * 48).reshape(32, 48).astype(np.uint16)
+    sources = {
+        "gray16": Image.fromarray(gray16),  # mode I;16
+        "gray8": Image.fromarray(rgb).convert("L"),
+        "palette": Image.fromarray(rgb).quantize(colors=32),
+    }
+    (tmp_path / "in" / "hr").mkdir(parents=True)
+    for key, image in sources.items():
+        image.save(tmp_path / "in" / "hr" / f"{key}.png")
+    out = tmp_path / "out"
+    result = pipeline.run(
+        _config(tmp_path / "in", out, lr_glob=None, val_fraction=0.0),
+        PipelineOptions(_IN_PROCESS),
+    )
+    records = _read_split(out, result.manifest, "train")
+    assert sorted(records) == sorted(sources)
+    for key, record in records.items():
+        loaded = images.load_rgb(str(tmp_path / "in" / "hr" / f"{key}.png"))
+        np.testing.assert_array_equal(tf.io.decode_png(record["hr/encoded"]).numpy(), loaded)
+    scaled = np.rint(gray16 / 257.0).astype(np.uint8)  # 16 bit scaled to 8, not clipped at 255
+    np.testing.assert_array_equal(
+        images.load_rgb(str(tmp_path / "in" / "hr" / "gray16.png")),
+        np.repeat(scaled[..., None], 3, -1),
+    )
+
+
+def _main(tmp_path, *extra):
+    """build_tfrecords.main on the entry's own flag parsing, as `srgan-prepare` runs it."""
     with flagsaver.flagsaver():
-        argv = flags.FLAGS(
-            ["prog", f"--hr_glob={tmp_path}/none/*.png", f"--output_dir={tmp_path}/out"],
-            known_only=True,
+        argv = build_tfrecords.parse_flags(
+            ["prog", f"--hr_glob={tmp_path}/none/*.png", f"--output_dir={tmp_path}/out", *extra]
         )
-        assert build_tfrecords.main(argv) == 2
+        return build_tfrecords.main(argv)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    assert _main(tmp_path) == 2
     assert capsys.readouterr().err.strip().startswith("error: no files match")
+
+
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("--scael=4", "unknown flags: --scael=4 ("),  # a mistyped job flag
+        ("--direct_num_workrs=2", "unknown flags: --direct_num_workrs=2 ("),  # a mistyped Beam flag
+        ("photos", "positional arguments are not accepted: photos"),
+        ("--scale=5", "scale must be one of (2, 3, 4, 8), got 5"),
+    ],
+)
+def test_cli_refuses_bad_arguments_before_anything_runs(tmp_path, capsys, arg, words):
+    assert _main(tmp_path, arg) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_scale_help_lists_the_supported_scales():
+    assert ", ".join(map(str, schema.SCALES)) in flags.FLAGS["scale"].help
+
+
+def test_cli_mistyped_flag_exits_without_traceback(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "data_prep.build_tfrecords",
+        f"--hr_glob={tmp_path}/*.png",
+        f"--output_dir={tmp_path}/out",
+        "--scael=4",
+    ]
+    done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: unknown flags: --scael=4 (neither this job's flags nor Beam's PipelineOptions "
+        "define them; --help lists the job's flags)"
+    ]
 
 
 def test_cli_end_to_end_multi_processing(tmp_path):
@@ -222,6 +297,10 @@ def test_cli_end_to_end_multi_processing(tmp_path):
     ]
     done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    # A quiet console: stdout is the summary; stderr holds at most the two lines each SDK worker
+    # process prints while importing Beam, before it has read any option (beam_options explains).
+    assert done.stdout.count("\n") == 1
+    assert set(done.stderr.splitlines()) <= set(_WORKER_IMPORT_LINES), done.stderr
     manifest = schema.read_manifest(str(out))
     good = 3 + (14 if _SET14.is_dir() else 0)
     rejected = len(bad) + 3

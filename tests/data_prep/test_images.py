@@ -146,3 +146,28 @@ def test_tiles_are_aligned_and_cover_the_image():
 def test_config_rejects_inconsistent_values(kwargs, words):
     with pytest.raises(ValueError, match=words):
         images.PairConfig(**{"scale": 4, **kwargs})
+
+
+@pytest.mark.parametrize("extension", images.IMAGE_EXTENSIONS)
+def test_every_image_extension_decodes(extension):
+    """IMAGE_EXTENSIONS names exactly formats decode_rgb accepts (PIL's format for the ending)."""
+    fmt = Image.registered_extensions()[extension]
+    decoded = _decode(image_files.encoded(RGB, fmt=fmt))
+    assert decoded.pixels.shape == (32, 48, 3) and decoded.pixels.dtype == np.uint8
+    assert images.is_image_name(f"dir/photo{extension.upper()}")
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX"])
+def test_formats_outside_image_extensions_are_refused(fmt):
+    """PIL decodes these, but they are not in IMAGE_EXTENSIONS: the decode rule refuses them."""
+    assert not any(Image.registered_extensions()[e] == fmt for e in images.IMAGE_EXTENSIONS)
+    with pytest.raises(images.NotAnImageError, match="not a readable image"):
+        _decode(image_files.encoded(RGB, fmt=fmt))
+    assert not images.is_image_name(f"photo.{fmt.lower()}")
+
+
+def test_load_rgb_names_the_file(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(images.NotAnImageError, match=f"^{path}: not a readable image"):
+        images.load_rgb(str(path))

@@ -62,15 +62,24 @@ def test_match_pairs_routes_unmatched_and_duplicates_to_dead_letter():
 
 
 def test_match_pairs_hr_only_and_key_regex():
-    hr = ["/d/cat.png", "/d/dog.png", "/d/x/dog.png", "/d/README"]
+    hr = ["/d/cat.png", "/d/dog.png", "/d/x/dog.png", "/d/README", "/d/bird.PNG", "/d/bird.txt"]
     with _pipeline() as p:
         pairs, rejected = {"hr": p | beam.Create(hr)} | transforms.MatchPairs(
-            scale=4, hr_regex=r"^(?P<key>\w+)\.png$"
+            scale=4, hr_regex=r"^(?P<key>\w+)\.(png|PNG)$"
         )
-        assert_that(pairs, equal_to([("cat", "/d/cat.png", None)]))
+        assert_that(pairs, equal_to([("cat", "/d/cat.png", None), ("bird", "/d/bird.PNG", None)]))
+        not_image = f"not an image file name (expected one of {', '.join(images.IMAGE_EXTENSIONS)})"
+        duplicate = "duplicate key: 2 HR and 0 LR files share it"
         assert_that(
-            rejected | beam.Map(lambda d: os.path.basename(d["path"])),
-            equal_to(["dog.png", "dog.png", "README"]),
+            rejected | beam.Map(lambda d: (os.path.basename(d["path"]), d["reason"])),
+            equal_to(
+                [
+                    ("dog.png", duplicate),
+                    ("dog.png", duplicate),
+                    ("README", not_image),
+                    ("bird.txt", not_image),
+                ]
+            ),
             label="CheckRejected",
         )
 
