@@ -21,15 +21,20 @@ import shutil
 import tempfile
 import time
 
-import tensorflow as tf
-from absl import app, flags
-from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image
+import srgan_cli
+from data_prep import beam_options  # imports Beam on first use, not here
 
-from data_prep import images, pairing, pipeline, schema
+srgan_cli.quiet_console()  # before Beam and TensorFlow are imported
+beam_options.hide_import_notices()
+
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from data_prep import images, pairing, pipeline, schema  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", "../shared/data/Urban100_x4_train", "Folder of *_HR.png / *_LR.png pairs."
+    "data_dir", "../shared/data/Urban100_x4_train", "Folder of *_HR / *_LR image pairs (x4)."
 )
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Scratch folder (default: a temp dir).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "DirectRunner workers for the Beam job.")
@@ -46,9 +51,9 @@ _SCALE = 4
 
 
 def _pairs(data_dir):
-    paths = sorted(glob.glob(os.path.join(data_dir, "*.png")))
-    hrs = [p for p in paths if p.endswith("_HR.png")]
-    lrs = [p for p in paths if p.endswith("_LR.png")]
+    paths = sorted(p for p in glob.glob(os.path.join(data_dir, "*")) if images.is_image_name(p))
+    hrs = [p for p in paths if os.path.splitext(p)[0].endswith("_HR")]
+    lrs = [p for p in paths if os.path.splitext(p)[0].endswith("_LR")]
     matched = pairing.pair_paths(hrs, lrs, _SCALE)
     return [(key, hr, lr) for key, hr, lr in matched.pairs]
 
@@ -108,18 +113,15 @@ def _beam(pairs, out_dir, workers, hr_crop_size=None, mode="multi_processing"):
         for path in (hr_path, lr_path):
             os.symlink(os.path.abspath(path), os.path.join(src, os.path.basename(path)))
     config = pipeline.JobConfig(
-        hr_glob=os.path.join(src, "*_HR.png"),
-        lr_glob=os.path.join(src, "*_LR.png"),
+        hr_glob=os.path.join(src, "*_HR.*"),
+        lr_glob=os.path.join(src, "*_LR.*"),
         output_dir=os.path.join(out_dir, "data"),
         val_fraction=0.0,
         pair=images.PairConfig(scale=_SCALE, hr_crop_size=hr_crop_size),
     )
-    options = PipelineOptions(
-        [
-            f"--direct_num_workers={workers}",
-            f"--direct_running_mode={mode}",
-            "--default_sdk_harness_log_level=WARNING",
-        ]
+    options = beam_options.pipeline_options(
+        [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"],
+        quiet=not srgan_cli.verbose(),
     )
     pipeline.run(config, options)
 
@@ -149,10 +151,11 @@ def _timed(name, pairs, run, baseline_seconds=None):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"positional arguments are not accepted: {' '.join(argv[1:])}")
     pairs = _pairs(_DATA_DIR.value)
     if not pairs:
-        raise app.UsageError(f"no *_HR.png/*_LR.png pairs in {_DATA_DIR.value}")
+        raise app.UsageError(f"no *_HR/*_LR image pairs in {_DATA_DIR.value}")
     work = _WORK_DIR.value or tempfile.mkdtemp(prefix="bench_build_")
     config = images.PairConfig(scale=_SCALE)
     print(f"{len(pairs)} pairs from {_DATA_DIR.value}; {os.cpu_count()} CPUs (shared: noisy)")
@@ -215,5 +218,9 @@ def main(argv):
         shutil.rmtree(work)
 
 
-if __name__ == "__main__":
+def run():
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

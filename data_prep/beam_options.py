@@ -6,6 +6,16 @@ default. `check_args` refuses such arguments instead, with Beam's own parser: th
 `PipelineOptions.get_all_options` builds from every registered PipelineOptions subclass, after
 the runner named by --runner is imported, so the options of any installed runner are known.
 
+The local SDK workers (DirectRunner multi_processing) are `python -m
+apache_beam.runners.worker.sdk_worker_main` processes with this process's environment and
+stderr. Each logs to its own stderr and relays the same records to this process, which prints
+them as "Worker: severity: ...". `pipeline_options(quiet=True)` sets both from the options the
+worker reads at start (--default_sdk_harness_log_level, --sdk_harness_log_level_overrides).
+Two lines per worker come before it reads any option and no option or environment variable
+reaches them: importing Beam logs the apitools notice (below) on the root logger, which has no
+handler yet, so `logging.basicConfig` gives it a stderr handler; the worker then sets the root
+level to INFO and logs "Logging handler created.".
+
 Beam is imported on first use (inside the functions), so that an entry can call
 `hide_import_notices()` before anything imports Beam.
 """
@@ -122,7 +132,7 @@ def check_args(args):
 
 
 def pipeline_options(args, quiet=True):
-    """PipelineOptions for `args`; with no runner options, DirectRunner multi_processing.
+    """PipelineOptions for `args`, by default DirectRunner multi_processing on every core.
 
     Args:
       args: Beam arguments (already checked); later ones win over the defaults here.
@@ -132,6 +142,7 @@ def pipeline_options(args, quiet=True):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     defaults = [
+        "--runner=DirectRunner",  # named, so Beam does not log that it picked its default
         "--direct_running_mode=multi_processing",
         f"--direct_num_workers={os.cpu_count() or 1}",
     ]

@@ -1,5 +1,7 @@
 """The strict check of Beam arguments: Beam's own parser decides, for every installed runner."""
 
+import logging
+
 import pytest
 
 from data_prep import beam_options
@@ -63,10 +65,29 @@ def test_bad_values_of_known_options_are_one_line_errors(args, words):
 
 def test_quiet_options_silence_the_workers_and_later_arguments_win():
     options = beam_options.pipeline_options(["--direct_num_workers=3"]).get_all_options()
-    assert options["direct_num_workers"] == 3
+    assert options["runner"] == "DirectRunner" and options["direct_num_workers"] == 3
     assert options["direct_running_mode"] == "multi_processing"
     assert options["default_sdk_harness_log_level"] == "WARNING"
     assert options["sdk_harness_log_level_overrides"]["__main__"] == "ERROR"
     loud = beam_options.pipeline_options([], quiet=False).get_all_options()
     assert loud["default_sdk_harness_log_level"] is None
     assert loud["sdk_harness_log_level_overrides"] is None
+    flink = beam_options.pipeline_options(["--runner=FlinkRunner"]).get_all_options()
+    assert flink["runner"] == "FlinkRunner"
+
+
+def _notice():
+    message = "apitools not found, and bigquery client libraries are not available despite ..."
+    return logging.LogRecord("root", logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_import_notice_is_hidden_unless_verbose(monkeypatch):
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "filters", [])  # none yet (an entry imported earlier adds one)
+    monkeypatch.setenv("SRGAN_VERBOSE", "1")
+    beam_options.hide_import_notices()
+    assert root.filter(_notice())
+    monkeypatch.delenv("SRGAN_VERBOSE")
+    beam_options.hide_import_notices()
+    assert not root.filter(_notice())
+    assert root.filter(logging.LogRecord("root", logging.WARNING, __file__, 1, "real", None, None))
