@@ -129,8 +129,15 @@ def main(argv):
 
 
 def parse_flags(argv):
-    """absl parses the job's flags; the rest (Beam's options, mistakes) goes to main's check."""
-    return flags.FLAGS(argv, known_only=True)
+    """absl parses the job's flags; the rest (Beam's options, mistakes) goes to main's check.
+
+    A bad or missing job flag exits with status 2 and one line, like every other user error.
+    """
+    try:
+        return flags.FLAGS(argv, known_only=True)
+    except flags.Error as e:
+        print(f"error: {'; '.join(str(e).splitlines())} (--help lists the flags)", file=sys.stderr)
+        sys.exit(2)
 
 
 def run():

@@ -164,7 +164,9 @@ def _open(data, max_pixels):
 def _to_rgb8(image):
     """8-bit RGB array from any PIL mode (alpha dropped, 16-bit scaled down)."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        # convert("L") would clip 16-bit values at 255 instead of scaling them.
+        # convert("L") would clip 16-bit values at 255 instead of scaling them. (16-bit RGB(A)
+        # PNGs arrive as 8-bit RGB: PIL keeps the high byte, v >> 8, at most one level from
+        # the rounding v / 257 used here.)
         wide = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode != "F" else max(float(wide.max()), 1.0)
         gray = np.clip(np.rint(wide * (255.0 / peak)), 0, 255).astype(np.uint8)

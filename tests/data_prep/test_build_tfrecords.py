@@ -262,21 +262,39 @@ def test_scale_help_lists_the_supported_scales():
     assert ", ".join(map(str, schema.SCALES)) in flags.FLAGS["scale"].help
 
 
-def test_cli_mistyped_flag_exits_without_traceback(tmp_path):
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--hr_glob=x/*.png", "--scael=4"],
+            "error: unknown flags: --scael=4 (neither this job's flags nor Beam's PipelineOptions "
+            "define them; --help lists the job's flags)",
+        ),
+        (
+            ["--scale=four"],
+            "error: flag --scale=four: invalid literal for int() with base 10: 'four' "
+            "(--help lists the flags)",
+        ),
+        (
+            [],
+            "error: flag --hr_glob=None: Flag --hr_glob must have a value other than None. "
+            "(--help lists the flags)",
+        ),
+    ],
+    ids=["mistyped", "bad value", "missing"],
+)
+def test_cli_flag_errors_are_one_line_without_traceback(tmp_path, args, line):
     command = [
         sys.executable,
         "-m",
         "data_prep.build_tfrecords",
-        f"--hr_glob={tmp_path}/*.png",
         f"--output_dir={tmp_path}/out",
-        "--scael=4",
+        *args,
     ]
     done = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
-        "error: unknown flags: --scael=4 (neither this job's flags nor Beam's PipelineOptions "
-        "define them; --help lists the job's flags)"
-    ]
+    assert done.stderr.splitlines() == [line]
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_end_to_end_multi_processing(tmp_path):
