@@ -307,14 +307,39 @@ def _prepare(stages, paths):
     )
 
 
+@contextlib.contextmanager
+def stderr_to(path):
+    """Points this process's stderr (fd 2) at `path` inside the block.
+
+    A subprocess started inside inherits it for its whole life: the local server's warnings go to
+    its log like every other stage's output.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def start_server(stack, model_base_path, log_path, verbose):
+    """Starts the local server for `stack`; its stderr goes to `log_path` unless verbose."""
+    with contextlib.nullcontext() if verbose else stderr_to(log_path):
+        return stack.enter_context(
+            server_process.start(model_base_path, _MODEL_NAME.value, host="127.0.0.1")
+        )
+
+
 def _serve_and_upscale(stages, paths, model_base_path, lr_path):
     """Starts the local server, upscales `lr_path` over REST and over gRPC, stops the server."""
     with contextlib.ExitStack() as stack:
         server = stages.call(
             "serve",
-            lambda: stack.enter_context(
-                server_process.start(model_base_path, _MODEL_NAME.value, host="127.0.0.1")
-            ),
+            lambda: start_server(stack, model_base_path, stages.log_path("serve"), stages.verbose),
             describe=lambda s: f"REST {s.rest_address}, gRPC {s.grpc_address}",
         )
         for protocol, address in (("rest", server.rest_address), ("grpc", server.grpc_address)):
