@@ -134,9 +134,7 @@ def _tee(command, log):
 
 
 def log_tail(path, num_lines=LOG_TAIL_LINES):
-    """The last lines of a stage's log, or '' when the stage wrote none."""
-    if not os.path.exists(path):
-        return ""
+    """The last `num_lines` lines of a stage's log."""
     with open(path, errors="replace") as f:
         return "".join(f.readlines()[-num_lines:])
 
@@ -232,10 +230,11 @@ def _report_failure(stages, error):
     """Names the failed stage and shows the tail of its log (and where the whole log is)."""
     print(f"\nFAILED: {error}", file=sys.stderr, flush=True)
     path = stages.log_path(error.stage)
-    tail = log_tail(path)
-    if tail:
-        print(f"--- last lines of {path} ---\n{tail.rstrip()}", file=sys.stderr)
-        print(f"--- full log: {path}", file=sys.stderr, flush=True)
+    if not os.path.exists(path):
+        return
+    if not stages.verbose:  # verbose: the log was just streamed.
+        print(f"--- last lines of {path} ---\n{log_tail(path).rstrip()}", file=sys.stderr)
+    print(f"--- full log: {path}", file=sys.stderr, flush=True)
 
 
 def _run_chain(stages, paths, phases):
