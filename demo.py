@@ -81,11 +81,12 @@ class Stages:
         start = time.time()
         try:
             result = fn()
+            summary = describe(result)  # reads the stage's output: a missing one fails the stage.
         except Exception as e:  # noqa: BLE001 - any failure is reported with its stage
             raise StageFailed(name, e) from e
         self.times[name] = time.time() - start
         number = f"[{len(self.times)}/{self.total}]"
-        print(f"{number:>7} {name:<14} {self.times[name]:6.1f} s  {describe(result)}", flush=True)
+        print(f"{number:>7} {name:<14} {self.times[name]:6.1f} s  {summary}", flush=True)
         return result
 
     def module(self, name, module, *args, describe=lambda result: ""):
