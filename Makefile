@@ -2,27 +2,36 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
+# Everything ruff checks and formats (pyproject.toml holds its configuration).
+SOURCES := data_prep trainer serving benchmarks srgan_cli tests demo.py setup.py
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint format clean
 
+# Re-installs whenever setup.py (dependencies, console scripts, packages) is newer than the stamp.
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
-	$(PY) -m pip install -e '.[test,demo]'
+	$(PY) -m pip install -e '.[train,test,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest tests
 
 demo: $(STAMP)
 	$(PY) -m demo --output_dir=$(DEMO_DIR)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check data_prep trainer serving tests demo.py
+	$(RUFF) check $(SOURCES)
+	$(RUFF) format --check $(SOURCES)
+
+format: $(STAMP)
+	$(RUFF) check --select I --fix $(SOURCES)
+	$(RUFF) format $(SOURCES)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info
