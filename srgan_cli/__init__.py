@@ -7,10 +7,26 @@ environment brings everything back. The settings are environment variables, so s
 demo's stages, the local server) inherit them.
 """
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 
 VERBOSE_ENV = "SRGAN_VERBOSE"
+# What TensorFlow 2.21's C++ side prints while it loads and finds its devices. It logs through
+# absl before absl::InitializeLog() runs, so TF_CPP_MIN_LOG_LEVEL does not reach these lines.
+_TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "cudart_stub.cc",
+    "cuda_platform.cc",
+    "Could not find cuda drivers",
+    "Unable to register cu",
+    "TF-TRT Warning",
+    "This TensorFlow binary is optimized",
+    "computation placer already registered",
+)
 
 
 def verbose():
@@ -28,3 +44,41 @@ def quiet_console():
     # Python loggers of the libraries: warnings and errors only.
     for name in ("tensorflow", "apache_beam", "keras", "h5py", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _stderr_without(noise):
+    """Captures file descriptor 2 (C++ writes there, not to sys.stderr) and passes on every
+    line that does not contain one of `noise`, so real errors are still shown."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(marker in line for marker in noise):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def import_tensorflow():
+    """Imports TensorFlow and finds its devices without the start-up chatter (see quiet_console).
+
+    Entry points that need TensorFlow call this once, after quiet_console() and before anything
+    else imports it; logical devices can still be configured afterwards.
+    """
+    if verbose():
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf
+    with _stderr_without(_TF_STARTUP_NOISE):
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()  # device discovery logs the CUDA notices
+    return tf
