@@ -12,7 +12,7 @@ import time
 import keras
 import tensorflow as tf
 
-from trainer import models, perceptual, steps
+from trainer import config, models, perceptual, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ def build_models(strategy, spec, phase, mixed_precision=False):
             g_optimizer = steps.create_optimizer(
                 1e-4, 0.9, 0.999, mixed_precision, generator.trainable_variables
             )
-            if phase == "pretrain":
+            if phase == config.PRETRAIN:
                 return TrainingModels(generator, None, None, g_optimizer, None)
             discriminator = models.srgan_discriminator(
                 spec.hr_patch_size, spec.discriminator_channels

@@ -23,6 +23,7 @@ from absl import app, flags
 from PIL import Image
 
 from data_prep import schema
+from trainer import config as config_lib
 from trainer import input_pipeline, patches, value_range
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -128,10 +129,12 @@ def python_loader(lr_paths, hr_paths, hr_patch_size, scale, batch_size, seed=0):
         yield np.stack(lrs) / 255.0, np.stack(hrs) / 127.5 - 1.0
 
 
-def _records(data_dir, manifest, split):
-    files = schema.split_files(data_dir, manifest, split)
+def _records(source, split):
+    files, _ = source.files(split)
     return tf.data.TFRecordDataset(
-        files, schema.compression_type(manifest.compressed), num_parallel_reads=min(len(files), 8)
+        files,
+        schema.compression_type(source.manifest.compressed),
+        num_parallel_reads=min(len(files), 8),
     ).repeat()
 
 
@@ -148,11 +151,12 @@ def stage_timings(data_dir, hr_patch_size, crops_per_image, seconds, split=schem
     Returns:
       dict stage name -> Timing (items are records or decoded images).
     """
-    manifest = input_pipeline.open_dataset(data_dir, hr_patch_size, split)
-    records = _records(data_dir, manifest, split)
+    source = input_pipeline.open_dataset(data_dir)
+    input_pipeline.check_split(source, split, hr_patch_size)
+    records = _records(source, split)
     parsed = records.map(schema.parse_example, num_parallel_calls=AUTOTUNE)
     decoded = parsed.map(_decode, num_parallel_calls=AUTOTUNE)
-    scale, lr_patch = manifest.scale, hr_patch_size // manifest.scale
+    scale, lr_patch = source.scale, hr_patch_size // source.scale
     seeds = tf.data.Dataset.random(seed=0).batch(2)
 
     def crop(pair, seed):
@@ -176,11 +180,11 @@ def stage_timings(data_dir, hr_patch_size, crops_per_image, seconds, split=schem
 
 def pipeline_timing(data_dir, hr_patch_size, batch_size, seconds, **config_fields):
     """Steady-state pairs/s of make_train_dataset (shuffle buffer filled before timing)."""
-    config = input_pipeline.TrainInputConfig(
-        data_dir, hr_patch_size=hr_patch_size, global_batch_size=batch_size, **config_fields
+    config = config_lib.InputConfig(
+        hr_patch_size=hr_patch_size, global_batch_size=batch_size, **config_fields
     )
     warmup = config.shuffle_buffer // batch_size + 10
-    dataset = input_pipeline.make_train_dataset(config)
+    dataset = input_pipeline.make_train_dataset(input_pipeline.open_dataset(data_dir), config)
     return measure(iter(dataset), batch_size, warmup, seconds)
 
 
@@ -262,7 +266,7 @@ def _compare():
         _pipeline(full_dir, cache_decoded_images=True),
         reference,
     )
-    config = input_pipeline.TrainInputConfig(tiled_dir)
+    config = config_lib.InputConfig()
     for name, data_dir in (("full images", full_dir), ("tiles", tiled_dir)):
         print(f"stages ({name}; records or images per second):")
         for stage, timing in stage_timings(
@@ -273,7 +277,8 @@ def _compare():
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         if _COMPARE.value:
             timing = _compare()

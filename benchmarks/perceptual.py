@@ -48,7 +48,8 @@ def _seconds_per_step(model, hr, sr):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     shape = (_BATCH_SIZE.value, _HR_PATCH_SIZE.value, _HR_PATCH_SIZE.value, 3)
     hr = tf.random.uniform(shape, -1.0, 1.0, seed=1)
     sr = tf.random.uniform(shape, -1.0, 1.0, seed=2)

@@ -16,11 +16,12 @@ TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
 from absl import app, flags
 
 from benchmarks import common
+from trainer import config as config_lib
 from trainer import steps
 from trainer import strategy as strategy_lib
 
-_PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
-_XLA_MODES = flags.DEFINE_list("xla_modes", list(steps.XLA_MODES), "XLA modes to time.")
+_PHASES = flags.DEFINE_list("phases", list(config_lib.PHASES), "Phases to time.")
+_XLA_MODES = flags.DEFINE_list("xla_modes", list(config_lib.XLA_MODES), "XLA modes to time.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "64"], "Global batch sizes.")
 _ROUNDS = flags.DEFINE_integer(
     "rounds",
@@ -42,19 +43,17 @@ def _iterator(strategy, batch_size, spec):
         return common.RepeatedBatch(strategy, batch_size, spec)
     from trainer import input_pipeline  # noqa: PLC0415 (only with --data_dir)
 
-    config = input_pipeline.TrainInputConfig(_DATA_DIR.value, spec.hr_patch_size, batch_size)
-    input_pipeline.open_dataset(_DATA_DIR.value, spec.hr_patch_size)
-    return iter(strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(config)))
+    source = input_pipeline.open_dataset(_DATA_DIR.value)
+    config = config_lib.InputConfig(hr_patch_size=spec.hr_patch_size, global_batch_size=batch_size)
+    return iter(
+        strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(source, config))
+    )
 
 
 def _warm_loop_call(strategy, spec, phase, xla, batch_size):
     built = common.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
-    config = steps.StepConfig(
-        phase=phase,
-        global_batch_size=batch_size,
-        steps_per_loop=_STEPS_PER_LOOP.value,
-        xla=xla,
-        mixed_precision=_MIXED_PRECISION.value,
+    config = config_lib.StepConfig(
+        phase=phase, xla=steps.resolve_xla_mode(xla, strategy), steps_per_loop=_STEPS_PER_LOOP.value
     )
     loop_fn = steps.build_train_loop_fn(
         strategy,
@@ -82,7 +81,8 @@ def _rows(strategy, spec, phase, batch_size):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
     strategy = strategy_lib.create_strategy(_STRATEGY.value)
     spec = common.ModelSpec(

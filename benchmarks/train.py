@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
+from trainer import config as config_lib
 from trainer import steps
 from trainer import strategy as strategy_lib
 
@@ -60,7 +61,7 @@ class SeedStyleTrainer:
         return {"d_loss": float(d_real) + float(d_fake), "g_loss": float(np.ravel(g_losses)[0])}
 
 
-_PHASES = flags.DEFINE_list("phases", list(steps.PHASES), "Phases to time.")
+_PHASES = flags.DEFINE_list("phases", list(config_lib.PHASES), "Phases to time.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Global batch size.")
 _HR_PATCH_SIZE = flags.DEFINE_integer("hr_patch_size", 96, "HR patch size.")
 _ROUNDS = flags.DEFINE_integer(
@@ -72,17 +73,18 @@ _ROUNDS = flags.DEFINE_integer(
 _STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Our steps per tf.function call.")
 _NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
 _CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
-_XLA = flags.DEFINE_enum("xla", "default", steps.XLA_MODES + ("default",), "Our XLA mode.")
+_XLA = flags.DEFINE_enum(
+    "xla", config_lib.XLA_DEFAULT, [config_lib.XLA_DEFAULT, *config_lib.XLA_MODES], "Our XLA mode."
+)
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES, "Our strategy.")
 
 
 def _ours(strategy, spec, phase, batch):
     built = common.build_models(strategy, spec, phase)
-    config = steps.StepConfig(
+    config = config_lib.StepConfig(
         phase=phase,
-        global_batch_size=_BATCH_SIZE.value,
+        xla=steps.resolve_xla_mode(_XLA.value, strategy),
         steps_per_loop=_STEPS_PER_LOOP.value,
-        xla=_XLA.value,
     )
     loop_fn = steps.build_train_loop_fn(
         strategy,
@@ -106,7 +108,8 @@ def _seed_style(spec, phase, batch):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     strategy = strategy_lib.create_strategy(_STRATEGY.value)
     spec = common.ModelSpec(
         hr_patch_size=_HR_PATCH_SIZE.value, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value

@@ -3,20 +3,27 @@ r"""PSNR/SSIM (Y channel, BT.601) of a generator next to bicubic, on a folder of
   python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --checkpoint=/tmp/srgan_model
   python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --saved_model=/tmp/export/1 \
       --output_json=/tmp/set5.json
-  python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --bicubic_only
+  python -m trainer.evaluate --pairs_dir=../shared/data/Set5_x4 --bicubic_only --scale=4
   python -m trainer.evaluate --data_dir=/tmp/srgan_data --split=validation --checkpoint=...
 
 Exactly one source of images: --pairs_dir (a folder of LR/HR files) or --data_dir (a data_prep
-dataset; --split picks the split, full images).
+dataset; --split picks the split, full images). The scale is read, not asked: from the
+checkpoint's generator.json, the SavedModel's export metadata or the dataset's manifest;
+--scale is needed only for --bicubic_only on --pairs_dir.
 """
 
-import json
-import sys
+import srgan_cli
 
-import tensorflow as tf
-from absl import app, flags
+srgan_cli.quiet_console()  # before TensorFlow is imported
 
-from trainer import evaluation
+import json  # noqa: E402
+import posixpath  # noqa: E402
+import sys  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from trainer import evaluation, input_pipeline  # noqa: E402
 
 _PAIRS_DIR = flags.DEFINE_string(
     "pairs_dir",
@@ -41,8 +48,10 @@ _BICUBIC_ONLY = flags.DEFINE_bool("bicubic_only", False, "Measure the bicubic ba
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the results to this file.")
 _SCALE = flags.DEFINE_integer(
     "scale",
-    4,
-    "Scale factor of --pairs_dir (a checkpoint's own scale must agree; --data_dir has its own).",
+    None,
+    "Scale of --pairs_dir with --bicubic_only (required there). A model's scale comes from "
+    "its generator.json or export metadata, a dataset's from its manifest; a --scale that "
+    "disagrees with either is an error.",
 )
 _HR_REGEX = flags.DEFINE_string("hr_regex", None, "Regex with a (?P<key>...) group for HR names.")
 _LR_REGEX = flags.DEFINE_string(
@@ -52,33 +61,72 @@ _LR_REGEX = flags.DEFINE_string(
 )
 
 
-def _evaluate(upscale_fn):
-    """The Report of the image source the flags name."""
-    if bool(_PAIRS_DIR.value) == bool(_DATA_DIR.value):
-        raise ValueError("Pass exactly one of --pairs_dir or --data_dir.")
-    if _DATA_DIR.value:
-        return evaluation.evaluate_dataset(upscale_fn, _DATA_DIR.value, _SPLIT.value)
-    found = evaluation.list_pairs(_PAIRS_DIR.value, _SCALE.value, _HR_REGEX.value, _LR_REGEX.value)
-    return evaluation.evaluate_pairs(upscale_fn, found.pairs, _SCALE.value, found.rejected)
+def saved_model_upscaler(export_dir):
+    """(upscale_fn, scale) of an exported SavedModel: its uint8 tensor signature and the scale
+    its export metadata records (serving.versions.read_metadata)."""
+    from serving import contract, versions  # noqa: PLC0415 (only this entry loads exports)
+
+    if not tf.io.gfile.exists(posixpath.join(export_dir, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"{export_dir} holds no saved_model.pb: not a SavedModel directory."
+        )
+    scale = int(versions.read_metadata(export_dir)["scale"])
+    loaded = tf.saved_model.load(export_dir)
+    if contract.TENSOR_SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"SavedModel {export_dir} has no {contract.TENSOR_SIGNATURE!r} signature "
+            f"(it has {sorted(loaded.signatures)})."
+        )
+    signature = loaded.signatures[contract.TENSOR_SIGNATURE]
+
+    def upscale(lr):
+        outputs = signature(**{contract.TENSOR_INPUT: tf.constant(lr[None], tf.uint8)})
+        return outputs[contract.TENSOR_OUTPUT][0].numpy()
+
+    upscale.loaded = loaded  # keeps the restored variables alive with the function
+    return upscale, scale
 
 
-def _upscaler():
-    """(upscale function, what it is) the flags ask for; (None, None): bicubic only."""
+def _model():
+    """(upscale_fn, scale, what it is) of the model the flags name; Nones for bicubic only."""
     chosen = [f for f in (_CHECKPOINT, _SAVED_MODEL) if f.value]
     if _BICUBIC_ONLY.value:
         if chosen:
             raise ValueError("--bicubic_only takes no --checkpoint or --saved_model.")
-        return None, None
+        return None, None, None
     if len(chosen) != 1:
         raise ValueError("Pass exactly one of --checkpoint or --saved_model (or --bicubic_only).")
     if _SAVED_MODEL.value:
-        return evaluation.saved_model_upscaler(_SAVED_MODEL.value), _SAVED_MODEL.value
-    upscale, scale, prefix = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
-    if _PAIRS_DIR.value and scale != _SCALE.value:
+        upscale, scale = saved_model_upscaler(_SAVED_MODEL.value)
+        return upscale, scale, _SAVED_MODEL.value
+    upscale, config, prefix = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
+    return upscale, config.scale, prefix
+
+
+def _agreed_scale(*named):
+    """The one scale that every given (name, scale) agrees on; None if none is given."""
+    given = [(name, scale) for name, scale in named if scale is not None]
+    if len({scale for _, scale in given}) > 1:
         raise ValueError(
-            f"The checkpoint's generator upscales x{scale}, but --scale={_SCALE.value}."
+            "Scales disagree: " + ", ".join(f"{name} x{scale}" for name, scale in given) + "."
         )
-    return upscale, prefix
+    return given[0][1] if given else None
+
+
+def _evaluate(upscale_fn, model_scale):
+    """The Report of the image source the flags name."""
+    if bool(_PAIRS_DIR.value) == bool(_DATA_DIR.value):
+        raise ValueError("Pass exactly one of --pairs_dir or --data_dir.")
+    model = ("the model", model_scale)
+    if _DATA_DIR.value:
+        source = input_pipeline.open_dataset(_DATA_DIR.value)
+        _agreed_scale(model, ("--scale", _SCALE.value), ("the dataset", source.scale))
+        return evaluation.evaluate_dataset(upscale_fn, source, _SPLIT.value)
+    scale = _agreed_scale(model, ("--scale", _SCALE.value))
+    if scale is None:
+        raise ValueError("--bicubic_only on --pairs_dir needs --scale (the pairs' factor).")
+    found = evaluation.list_pairs(_PAIRS_DIR.value, scale, _HR_REGEX.value, _LR_REGEX.value)
+    return evaluation.evaluate_pairs(upscale_fn, found.pairs, scale, found.rejected)
 
 
 def format_report(report):
@@ -110,10 +158,11 @@ def _write_json(path, report, model_source):
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        upscale_fn, model_source = _upscaler()
-        report = _evaluate(upscale_fn)
+        upscale_fn, model_scale, model_source = _model()
+        report = _evaluate(upscale_fn, model_scale)
     # Expected user errors (bad paths, wrong model, no pairs) end in one line, not a traceback.
     except (ValueError, OSError, AssertionError, tf.errors.OpError) as e:
         sys.exit(f"error: {e}")
@@ -125,5 +174,10 @@ def main(argv):
         print(f"wrote {_OUTPUT_JSON.value}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console-script entry (srgan-evaluate)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

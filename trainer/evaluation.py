@@ -1,9 +1,9 @@
 """PSNR/SSIM of a generator against bicubic: on a folder of image pairs, or on validation data.
 
 Every upscaler here maps a uint8 [H, W, 3] LR image to a uint8 [H*s, W*s, 3] image, so a
-trainer checkpoint, an exported SavedModel and bicubic are measured by exactly the same code.
-Bicubic is tf.image.resize(method="bicubic") without antialias (upscaling needs none); on the
-MATLAB-made LR files of Set5 it gives the published 28.42 dB.
+trainer checkpoint, an exported SavedModel (trainer/evaluate.py wraps its signature) and bicubic
+are measured by exactly the same code. Bicubic is models.bicubic_upscale_uint8; image files are
+decoded by data_prep.images.decode_rgb, the rule data prep uses.
 """
 
 import dataclasses
@@ -12,13 +12,9 @@ import re
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from data_prep import pairing
-from serving import contract
-from trainer import generator_store, input_pipeline, metrics, value_range
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from data_prep import images, pairing
+from trainer import generator_store, input_pipeline, metrics, models, value_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,51 +54,24 @@ class Report:
         }
 
 
-def bicubic_upscale_uint8(lr_uint8, scale):
-    """uint8 [N, h, w, 3] -> uint8 [N, h*s, w*s, 3], bicubic, rounded and clipped."""
-    size = tf.shape(lr_uint8)[1:3] * scale
-    upscaled = tf.image.resize(tf.cast(lr_uint8, tf.float32), size, method="bicubic")
-    return tf.cast(tf.clip_by_value(tf.round(upscaled), 0.0, 255.0), tf.uint8)
-
-
 def generator_upscaler(generator):
-    """A uint8 -> uint8 upscale function of a Keras generator (LR [0, 1] -> HR [-1, 1])."""
+    """A uint8 [h, w, 3] -> uint8 [h*s, w*s, 3] upscale function of a Keras generator."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def upscale(lr_uint8):
-        sr = generator(value_range.lr_from_uint8(lr_uint8), training=False)
-        return value_range.hr_to_uint8(sr)
+        return value_range.generate_uint8(generator, lr_uint8)
 
     return lambda lr: upscale(lr[None])[0].numpy()
 
 
 def checkpoint_upscaler(path):
-    """(upscale_fn, scale, checkpoint prefix) of a trainer model_dir or a checkpoint prefix.
+    """(upscale_fn, GeneratorConfig, checkpoint prefix) of a trainer model_dir or a prefix.
 
     A model_dir means its newest generator: the GAN phase's when there is one, else pretrain's.
+    The GeneratorConfig (generator.json) carries the model's scale.
     """
     generator, config, prefix = generator_store.load_generator(path)
-    return generator_upscaler(generator), config.scale, prefix
-
-
-def saved_model_upscaler(path):
-    """The upscale function of an exported SavedModel's uint8 tensor signature."""
-    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"{path} holds no saved_model.pb: not a SavedModel directory.")
-    loaded = tf.saved_model.load(path)
-    if contract.TENSOR_SIGNATURE not in loaded.signatures:
-        raise ValueError(
-            f"SavedModel {path} has no {contract.TENSOR_SIGNATURE!r} signature "
-            f"(it has {sorted(loaded.signatures)})."
-        )
-    signature = loaded.signatures[contract.TENSOR_SIGNATURE]
-
-    def upscale(lr):
-        outputs = signature(**{contract.TENSOR_INPUT: tf.constant(lr[None], tf.uint8)})
-        return outputs[contract.TENSOR_OUTPUT][0].numpy()
-
-    upscale.loaded = loaded  # keeps the restored variables alive with the function
-    return upscale
+    return generator_upscaler(generator), config, prefix
 
 
 def list_pairs(pairs_dir, scale, hr_regex=None, lr_regex=None) -> pairing.Pairing:
@@ -114,7 +83,7 @@ def list_pairs(pairs_dir, scale, hr_regex=None, lr_regex=None) -> pairing.Pairin
     if not tf.io.gfile.isdir(pairs_dir):
         raise FileNotFoundError(f"--pairs_dir {pairs_dir} is not a directory.")
     names = sorted(
-        n for n in tf.io.gfile.listdir(pairs_dir) if n.lower().endswith(IMAGE_EXTENSIONS)
+        n for n in tf.io.gfile.listdir(pairs_dir) if n.lower().endswith(images.IMAGE_EXTENSIONS)
     )
     hr_paths, lr_paths = [], []
     for name in names:
@@ -130,10 +99,14 @@ def _is_lr_name(name, scale, lr_regex):
     return pairing.lr_key(name, scale) != os.path.splitext(name)[0]
 
 
-def load_rgb(path):
-    """A uint8 [H, W, 3] RGB array; grayscale and palette images are converted, alpha dropped."""
-    with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as image:
-        return np.asarray(image.convert("RGB"))
+def read_rgb(path):
+    """uint8 [H, W, 3] pixels of an image file (local or gs://) by the one decode rule.
+
+    data_prep.images.decode_rgb: 16-bit images are scaled (not clipped), grayscale and palette
+    images expanded, alpha dropped, exactly as data prep reads them.
+    """
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return images.decode_rgb(f.read()).pixels
 
 
 def _crop_hr(hr, lr, scale):
@@ -150,7 +123,7 @@ def _crop_hr(hr, lr, scale):
 def score_image(key, hr, lr, scale, sr=None):
     """ImageResult of one pair and its upscaled image `sr` (None: bicubic only)."""
     hr = _crop_hr(hr, lr, scale)
-    bicubic = bicubic_upscale_uint8(lr[None], scale)[0].numpy()
+    bicubic = models.bicubic_upscale_uint8(lr[None], scale)[0].numpy()
     bicubic_psnr, bicubic_ssim = metrics.psnr_ssim_y(bicubic, hr, shave=scale)
     result = ImageResult(
         key=key,
@@ -166,7 +139,7 @@ def score_image(key, hr, lr, scale, sr=None):
         raise ValueError(
             f"the model returned {sr.shape[1]}x{sr.shape[0]} for a "
             f"{lr.shape[1]}x{lr.shape[0]} input; expected x{scale}, "
-            f"{hr.shape[1]}x{hr.shape[0]} (is --scale right?)"
+            f"{hr.shape[1]}x{hr.shape[0]}"
         )
     model_psnr, model_ssim = metrics.psnr_ssim_y(sr, hr, shave=scale)
     return dataclasses.replace(result, psnr=model_psnr, ssim=model_ssim)
@@ -186,8 +159,8 @@ def evaluate_pairs(upscale_fn, pairs, scale, skipped=()) -> Report:
     """
     results, skipped = [], list(skipped)
     for key, hr_path, lr_path in pairs:
-        hr, lr = load_rgb(hr_path), load_rgb(lr_path)
         try:
+            hr, lr = read_rgb(hr_path), read_rgb(lr_path)
             sr = None if upscale_fn is None else upscale_fn(lr)
             results.append(score_image(key, hr, lr, scale, sr))
         except ValueError as e:
@@ -200,26 +173,22 @@ def evaluate_pairs(upscale_fn, pairs, scale, skipped=()) -> Report:
     return Report(images=results, skipped=skipped)
 
 
-def _uint8_examples(dataset):
-    """(key, hr uint8, lr uint8) of every example of a make_validation_dataset() dataset."""
-    for batch in dataset:
-        # Validation data was decoded from uint8, so these conversions are exact.
-        lr = tf.cast(tf.round(batch["lr"] * 255.0), tf.uint8).numpy()
-        hr = value_range.hr_to_uint8(batch["hr"]).numpy()
-        for i, key in enumerate(batch["key"].numpy()):
-            yield key.decode(), hr[i], lr[i]
+def _examples(batch):
+    """(key, hr uint8, lr uint8) of each example of a make_validation_dataset() batch."""
+    lr, hr = batch["lr"].numpy(), batch["hr"].numpy()
+    for i, key in enumerate(batch["key"].numpy()):
+        yield key.decode(), hr[i], lr[i]
 
 
-def evaluate_dataset(upscale_fn, data_dir, split="validation") -> Report:
+def evaluate_dataset(upscale_fn, source: input_pipeline.DataSource, split="validation") -> Report:
     """evaluate_pairs on a split of a data_prep dataset (full images) instead of a folder."""
-    scale = input_pipeline.open_dataset(data_dir, split=split).scale
-    dataset = input_pipeline.make_validation_dataset(data_dir, split=split)
     results = []
-    for key, hr, lr in _uint8_examples(dataset):
-        sr = None if upscale_fn is None else upscale_fn(lr)
-        results.append(score_image(key, hr, lr, scale, sr))
+    for batch in input_pipeline.make_validation_dataset(source, split=split):
+        for key, hr, lr in _examples(batch):
+            sr = None if upscale_fn is None else upscale_fn(lr)
+            results.append(score_image(key, hr, lr, source.scale, sr))
     if not results:
-        raise ValueError(f"Split {split!r} of {data_dir} has no examples.")
+        raise ValueError(f"Split {split!r} of {source.data_dir} has no examples.")
     return Report(images=results, skipped=[])
 
 
@@ -230,17 +199,17 @@ def evaluate_validation(generator, dataset, scale):
       {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}: per-image averages, `scale` px shaved.
     """
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def upscale(lr):
-        return value_range.hr_to_uint8(generator(lr, training=False))
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    def upscale(lr_uint8):
+        return value_range.generate_uint8(generator, lr_uint8)
 
     results = []
     for batch in dataset:
         # The whole batch goes through the generator at once; metrics are per image.
         sr = upscale(batch["lr"]).numpy()
-        examples = _uint8_examples([batch])
         results.extend(
-            score_image(key, hr, lr, scale, sr[i]) for i, (key, hr, lr) in enumerate(examples)
+            score_image(key, hr, lr, scale, sr[i])
+            for i, (key, hr, lr) in enumerate(_examples(batch))
         )
     if not results:
         raise ValueError("The validation dataset is empty.")

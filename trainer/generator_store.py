@@ -4,8 +4,8 @@
   MODEL_DIR/pretrain/ckpt-N.*   CheckpointManager directory of --phase=pretrain
   MODEL_DIR/gan/ckpt-N.*        CheckpointManager directory of --phase=gan
 
-Every training checkpoint holds the generator under the key `generator` (plus the
-discriminator, optimizers, step and iterator); loading reads the generator alone.
+Every training checkpoint holds the generator under the key `generator` (plus the optimizers,
+the step and, in the GAN phase, the discriminator); loading reads the generator alone.
 """
 
 import dataclasses
@@ -15,20 +15,10 @@ import posixpath
 import tensorflow as tf
 
 from trainer import models
+from trainer.config import GAN, PRETRAIN, GeneratorConfig
 
 CONFIG_FILENAME = "generator.json"
-PRETRAIN = "pretrain"
-GAN = "gan"
-PHASES = (PRETRAIN, GAN)
 GENERATOR_KEY = "generator"
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
-    scale: int = 4
-    num_blocks: int = 16
-    channels: int = 64
-    bicubic_skip: bool = False
 
 
 def build_generator(config: GeneratorConfig):
@@ -61,6 +51,7 @@ def write_config(model_dir, config: GeneratorConfig):
 
 
 def read_config(model_dir) -> GeneratorConfig:
+    """The GeneratorConfig of a model_dir's generator.json (its scale is the model's scale)."""
     path = posixpath.join(model_dir, CONFIG_FILENAME)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} not found: {model_dir} is not a trainer model_dir.")

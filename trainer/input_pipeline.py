@@ -1,6 +1,10 @@
 """tf.data input pipeline: the TFRecord shards of data_prep.build_tfrecords -> (LR, HR) batches.
 
-Value ranges follow trainer.value_range: LR float32 in [0, 1], HR float32 in [-1, 1].
+A process reads a dataset directory's manifest once (open_dataset) and hands the DataSource to
+every stream it builds: training, each validation pass, image grids, evaluation.
+
+Value ranges follow trainer.value_range: the training stream yields LR float32 in [0, 1] and HR
+float32 in [-1, 1]; the validation stream yields the decoded uint8 pixels (its consumers convert).
 
 Training stream (infinite), per input pipeline (one per host under tf.distribute):
   shard files (this pipeline's share) -> shuffled every epoch -> parallel interleaved reads ->
@@ -22,12 +26,14 @@ but each host reads (not decodes) all the data.
 """
 
 import dataclasses
+import posixpath
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from data_prep import schema
+from trainer import config as config_lib
 from trainer import pair_records, patches, value_range
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -39,99 +45,90 @@ _MAX_IMAGE_SHUFFLE = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainInputConfig:
-    """The training stream.
+class DataSource:
+    """A dataset directory as read once per process: its manifest and its shards' byte sizes.
 
     Attributes:
-      data_dir: dataset directory (with manifest.json), local or gs://.
-      hr_patch_size: HR patch side; the LR patch side is hr_patch_size // scale.
-      global_batch_size: pairs per step over all replicas.
-      crops_per_image: random patches taken from each decoded image.
-      shuffle_buffer: patch pairs in the shuffle buffer (uint8, ~29 KB each at HR 96).
-      seed: None for a non-deterministic (fastest) stream; an int makes it reproducible.
-      skip_corrupt: skip records that do not decode (each one logged and counted) instead of
-        failing with an error that names the shard.
-      split: the manifest split to read.
-      cache_decoded_images: decode each image once and keep it in memory (uint8 LR + HR,
-        about (1 + scale^2) * 3 bytes per LR pixel: ~125 MB for 50 1024x768 x4 pairs). Removes
-        PNG decoding after the first epoch; only for splits that fit in host RAM.
+      data_dir: the directory (local or gs://).
+      manifest: its data_prep.schema.Manifest.
+      shard_bytes: shard file name -> size in bytes (-1 for GZIP shards, whose uncompressed
+        size is unknown); read_shard checks an uncompressed shard was read to its end.
     """
 
     data_dir: str
-    hr_patch_size: int = 96
-    global_batch_size: int = 16
-    crops_per_image: int = 16
-    shuffle_buffer: int = 1024
-    seed: int | None = None
-    skip_corrupt: bool = False
-    split: str = schema.TRAIN
-    cache_decoded_images: bool = False
+    manifest: schema.Manifest
+    shard_bytes: dict
+
+    @property
+    def scale(self):
+        return self.manifest.scale
+
+    def files(self, split):
+        """(absolute shard paths, their byte sizes) of one split."""
+        paths = schema.split_files(self.data_dir, self.manifest, split)  # raises on a bad split
+        names = self.manifest.splits[split].files
+        return paths, [self.shard_bytes[name] for name in names]
+
+    def has_examples(self, split):
+        info = self.manifest.splits.get(split)
+        return bool(info and info.num_examples and info.files)
 
 
-def open_dataset(data_dir, hr_patch_size=None, split=None) -> schema.Manifest:
-    """Reads a dataset directory's manifest and checks it can serve the request.
+def open_dataset(data_dir) -> DataSource:
+    """Reads a dataset directory's manifest, checks every shard exists and notes its size.
 
-    Args:
-      data_dir: dataset directory.
-      hr_patch_size: if given, the HR patch (or crop) side that will be taken from `split`.
-      split: if given, the split that will be read (must exist and be non-empty).
-
-    Returns:
-      The Manifest.
+    The one read of a dataset per process: pass the DataSource down instead of the directory.
 
     Raises:
       FileNotFoundError: no manifest, or a shard it names is missing.
+      ValueError: a schema version this code does not read.
+    """
+    manifest = schema.read_manifest(data_dir)
+    names = [name for info in manifest.splits.values() for name in info.files]
+    if manifest.compressed:
+        sizes = {name: -1 for name in names}
+    else:
+        sizes = {name: tf.io.gfile.stat(posixpath.join(data_dir, name)).length for name in names}
+    return DataSource(data_dir=data_dir, manifest=manifest, shard_bytes=sizes)
+
+
+def check_split(source: DataSource, split, hr_patch_size=None):
+    """Checks `split` can be read, with HR patches (or crops) of `hr_patch_size` if given.
+
+    Raises:
       ValueError: unknown or empty split; patch size not positive, not divisible by the scale,
         or larger than the split's smallest image.
     """
-    manifest = schema.read_manifest(data_dir)
-    if split is not None:
-        schema.split_files(data_dir, manifest, split)  # raises on an unknown split
-        info = manifest.splits[split]
-        if info.num_examples == 0 or not info.files:
-            raise ValueError(f"{data_dir}: split {split!r} is empty; nothing to read.")
-    if hr_patch_size is not None:
-        _check_patch_size(data_dir, manifest, hr_patch_size, split)
-    return manifest
-
-
-def _check_patch_size(data_dir, manifest, hr_patch_size, split):
-    scale = manifest.scale
+    schema.split_files(source.data_dir, source.manifest, split)  # raises on an unknown split
+    if not source.has_examples(split):
+        raise ValueError(f"{source.data_dir}: split {split!r} is empty; nothing to read.")
+    if hr_patch_size is None:
+        return
+    scale, info = source.scale, source.manifest.splits[split]
     if hr_patch_size <= 0 or hr_patch_size % scale:
         raise ValueError(
             f"HR patch size {hr_patch_size} must be a positive multiple of the "
-            f"dataset's scale {scale} (from {data_dir})."
+            f"dataset's scale {scale} (from {source.data_dir})."
         )
-    if split is None:
-        return
-    info = manifest.splits[split]
     lr_patch = hr_patch_size // scale
     if lr_patch > info.min_lr_height or lr_patch > info.min_lr_width:
         raise ValueError(
             f"HR patch size {hr_patch_size} (LR {lr_patch}) is larger than the smallest image "
-            f"of split {split!r} in {data_dir}: LR {info.min_lr_height}x{info.min_lr_width} "
-            f"(HR {info.min_lr_height * scale}x{info.min_lr_width * scale})."
+            f"of split {split!r} in {source.data_dir}: LR {info.min_lr_height}x"
+            f"{info.min_lr_width} (HR {info.min_lr_height * scale}x{info.min_lr_width * scale})."
         )
-
-
-def _shard_sizes(files, compression):
-    """Byte size of each shard: read_shard checks uncompressed shards were read to the end."""
-    if compression:
-        return [-1] * len(files)
-    return [tf.io.gfile.stat(path).length for path in files]
 
 
 def _file_list(files, sizes):
     return tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
 
 
-def _shard_records(files, compression, context, deterministic, seed=None, forever=True):
+def _shard_records(files, sizes, compression, context, deterministic, seed=None, forever=True):
     """This pipeline's share of the records, as (shard, index in shard, serialized record).
 
     forever=True: repeats, with the file order reshuffled every epoch; else one pass in order.
     """
     num_pipelines, pipeline_id = context.num_input_pipelines, context.input_pipeline_id
-    sizes = _shard_sizes(files, compression)
 
     def read(shard, shard_bytes):
         return pair_records.read_shard(shard, shard_bytes, compression)
@@ -160,21 +157,26 @@ def _shard_records(files, compression, context, deterministic, seed=None, foreve
     )
 
 
-def _decoded_images(config, manifest, context, seed, corrupt_counter):
+def _decoded_images(source, config, context, deterministic, seed, corrupt_counter):
     """Infinite stream of this pipeline's decoded (key, lr, hr) uint8 images."""
-    deterministic = config.seed is not None
-    files = schema.split_files(config.data_dir, manifest, config.split)
-    compression = schema.compression_type(manifest.compressed)
+    files, sizes = source.files(config.split)
+    compression = schema.compression_type(source.manifest.compressed)
     records = _shard_records(
-        files, compression, context, deterministic, seed, forever=not config.cache_decoded_images
+        files,
+        sizes,
+        compression,
+        context,
+        deterministic,
+        seed,
+        forever=not config.cache_decoded_images,
     )
     images = pair_records.decoded_pairs(
-        records, manifest.scale, deterministic, config.skip_corrupt, corrupt_counter
+        records, source.scale, deterministic, config.skip_corrupt, corrupt_counter
     )
     if not config.cache_decoded_images:
         return images
     # Decoded once into memory; each epoch then reshuffles whole images (not just files).
-    num_images = manifest.splits[config.split].num_examples
+    num_images = source.manifest.splits[config.split].num_examples
     return (
         images.cache()
         .shuffle(min(num_images, _MAX_IMAGE_SHUFFLE), seed=seed, reshuffle_each_iteration=True)
@@ -203,11 +205,19 @@ def _options(deterministic):
     return options
 
 
-def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_counter=None):
+def make_train_dataset(
+    source: DataSource,
+    config: config_lib.InputConfig,
+    seed=None,
+    input_context=None,
+    corrupt_counter=None,
+):
     """The infinite training stream of (lr, hr) batches for one input pipeline.
 
     Args:
-      config: the TrainInputConfig.
+      source: the dataset (open_dataset).
+      config: the InputConfig.
+      seed: None for a non-deterministic (fastest) stream; an int makes it reproducible.
       input_context: tf.distribute.InputContext, or None for a single pipeline and replica.
       corrupt_counter: optional int64 tf.Variable counting records skipped with skip_corrupt.
 
@@ -215,16 +225,13 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
       tf.data.Dataset of (lr float32 [b, p, p, 3] in [0, 1], hr float32 [b, p*s, p*s, 3] in
       [-1, 1]), b the per-replica batch size, p = hr_patch_size // scale, s the scale.
     """
-    for name in ("global_batch_size", "crops_per_image", "shuffle_buffer"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"TrainInputConfig.{name} must be >= 1, got {getattr(config, name)}.")
+    check_split(source, config.split, config.hr_patch_size)
     context = input_context or tf.distribute.InputContext()
-    manifest = open_dataset(config.data_dir, config.hr_patch_size, config.split)
     batch_size = context.get_per_replica_batch_size(config.global_batch_size)
-    scale, lr_patch = manifest.scale, config.hr_patch_size // manifest.scale
-    deterministic = config.seed is not None
-    file_seed, crop_seed, pair_seed = _op_seeds(config.seed, context.input_pipeline_id)
-    images = _decoded_images(config, manifest, context, file_seed, corrupt_counter)
+    scale, lr_patch = source.scale, config.hr_patch_size // source.scale
+    deterministic = seed is not None
+    file_seed, crop_seed, pair_seed = _op_seeds(seed, context.input_pipeline_id)
+    images = _decoded_images(source, config, context, deterministic, file_seed, corrupt_counter)
     seeds = tf.data.Dataset.random(seed=crop_seed).batch(2)
 
     def crops(image, crop_seed):
@@ -249,37 +256,39 @@ def make_train_dataset(config: TrainInputConfig, input_context=None, corrupt_cou
     return batches.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
-def train_dataset_fn(config: TrainInputConfig, corrupt_counter=None):
+def train_dataset_fn(source: DataSource, config: config_lib.InputConfig, seed=None):
     """fn(input_context) -> make_train_dataset, for strategy.distribute_datasets_from_function."""
-    return lambda input_context: make_train_dataset(config, input_context, corrupt_counter)
+    return lambda input_context: make_train_dataset(source, config, seed, input_context)
 
 
-def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None, batch_size=1):
-    """Every example of `split` exactly once, in shard-file and record order.
+def make_validation_dataset(
+    source: DataSource, split=schema.VALIDATION, hr_crop_size=None, batch_size=1
+):
+    """Every example of `split` exactly once, in shard-file and record order, as decoded.
 
     Args:
-      data_dir: dataset directory.
+      source: the dataset (open_dataset).
       split: the split to read.
       hr_crop_size: None for full images (then batch_size must be 1, sizes differ); else the
         side of an aligned centre crop (a multiple of the scale), which makes examples batchable.
       batch_size: examples per element; the last batch may be smaller (nothing is dropped).
 
     Returns:
-      Finite tf.data.Dataset of {"key": string [b], "lr": float32 [b, h, w, 3] in [0, 1],
-      "hr": float32 [b, h*s, w*s, 3] in [-1, 1]}.
+      Finite tf.data.Dataset of {"key": string [b], "lr": uint8 [b, h, w, 3],
+      "hr": uint8 [b, h*s, w*s, 3]}: the stored pixels; consumers convert once
+      (value_range.generate_uint8 runs a generator on them).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if hr_crop_size is None and batch_size != 1:
         raise ValueError(
             f"Full validation images differ in size: batch_size must be 1 without "
             f"hr_crop_size (got {batch_size})."
         )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    manifest = open_dataset(data_dir, hr_crop_size, split)
-    scale = manifest.scale
-    compression = schema.compression_type(manifest.compressed)
-    files = schema.split_files(data_dir, manifest, split)
-    records = _file_list(files, _shard_sizes(files, compression)).flat_map(
+    check_split(source, split, hr_crop_size)
+    scale = source.scale
+    compression = schema.compression_type(source.manifest.compressed)
+    records = _file_list(*source.files(split)).flat_map(
         lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression)
     )
     pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
@@ -287,11 +296,7 @@ def make_validation_dataset(data_dir, split=schema.VALIDATION, hr_crop_size=None
     def to_example(key, lr, hr):
         if hr_crop_size is not None:
             lr, hr = patches.centre_crop(lr, hr, scale, hr_crop_size)
-        return {
-            "key": key,
-            "lr": value_range.lr_from_uint8(lr),
-            "hr": value_range.hr_from_uint8(hr),
-        }
+        return {"key": key, "lr": lr, "hr": hr}
 
     examples = pairs.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     return examples.batch(batch_size).prefetch(AUTOTUNE).with_options(_options(True))

@@ -1,8 +1,10 @@
-"""The training loop (Orbit-style controller): resume, run steps, checkpoint, report, stop cleanly.
+"""The training loop (Orbit-style controller): run steps, checkpoint, report, stop cleanly.
 
-The step itself (losses, gradients, optimizer updates, XLA) is trainer.steps; this module owns
-everything around it: the global step, the CheckpointManager of MODEL_DIR/<phase>/, summaries,
-validation, image grids, SIGTERM and non-finite losses.
+The step itself (losses, gradients, optimizer updates, XLA) is trainer.steps. `build_controller`
+assembles a phase's parts (state restored from its checkpoints, CheckpointManager, distributed
+input, reporter, validation and image callables) and hands them to a `Controller`, which owns
+what happens around the step: the global step, checkpoints, summaries, validation, image grids,
+SIGTERM and non-finite losses.
 """
 
 import dataclasses
@@ -10,19 +12,20 @@ import math
 import posixpath
 import signal
 
-import keras
 import tensorflow as tf
 from absl import logging
 
+from data_prep import schema
+from trainer import config as config_lib
 from trainer import (
     evaluation,
     generator_store,
     input_pipeline,
-    losses,
     reporting,
     steps,
     train_input,
     train_state,
+    value_range,
 )
 from trainer import strategy as strategy_lib
 
@@ -31,178 +34,93 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stopped without saving."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One phase of training. Step counts are totals for the phase (a resumed run continues)."""
-
-    data_dir: str
-    model_dir: str
-    phase: str = generator_store.PRETRAIN
-    train_steps: int = 1000
-    global_batch_size: int = 16
-    hr_patch_size: int = 96
-    num_blocks: int = 16
-    channels: int = 64
-    bicubic_skip: bool = False
-    optimizer: train_state.OptimizerConfig = train_state.OptimizerConfig()
-    loss: losses.LossConfig = losses.LossConfig()
-    perceptual_network: str = "vgg54"
-    perceptual_weights: str = "imagenet"
-    steps_per_loop: int = 1
-    xla: str = "off"
-    checkpoint_steps: int = 1000
-    max_checkpoints: int = 5
-    log_steps: int = 100
-    eval_steps: int = 0  # 0: no validation during training
-    image_steps: int = 0  # 0: no image grids
-    num_grid_images: int = 4
-    init_checkpoint: str | None = None
-    seed: int | None = None
-    replay_input_on_resume: bool = False  # with a seed: a resumed run continues the same stream
-    crops_per_image: int | None = None  # None: the input pipeline's default
-    shuffle_buffer: int | None = None
-
-    def __post_init__(self):
-        if self.phase not in generator_store.PHASES:
-            raise ValueError(f"phase must be one of {generator_store.PHASES}, got {self.phase!r}.")
-        for name in (
-            "train_steps",
-            "global_batch_size",
-            "steps_per_loop",
-            "checkpoint_steps",
-            "log_steps",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
-
-
 def _every(step, previous, interval):
     return interval > 0 and step // interval > previous // interval
 
 
-def _next_stop(step, config):
+def _next_stop(step, train_steps, steps_per_loop, reporting_config):
     """The next step at which the loop must come back to Python (a log/save/eval boundary)."""
-    stops = [config.train_steps, step + config.steps_per_loop]
-    for interval in (
-        config.checkpoint_steps,
-        config.log_steps,
-        config.eval_steps,
-        config.image_steps,
-    ):
+    stops = [train_steps, step + steps_per_loop]
+    r = reporting_config
+    for interval in (r.checkpoint_steps, r.log_steps, r.eval_steps, r.image_steps):
         if interval > 0:
             stops.append((step // interval + 1) * interval)
     return min(stops)
 
 
 class Controller:
-    """Builds a phase's state in the strategy scope, restores it, and runs it to train_steps."""
+    """Runs a phase to its total step count from parts built elsewhere (see build_controller).
 
-    def __init__(self, config: TrainConfig, strategy):
-        self.config = config
-        self.strategy = strategy
-        self.is_chief = strategy_lib.is_chief(strategy)
-        self.manifest = input_pipeline.open_dataset(
-            config.data_dir, config.hr_patch_size, split="train"
-        )
-        self.generator_config = generator_store.GeneratorConfig(
-            scale=self.manifest.scale,
-            num_blocks=config.num_blocks,
-            channels=config.channels,
-            bicubic_skip=config.bicubic_skip,
-        )
-        if self.is_chief:
-            generator_store.write_config(config.model_dir, self.generator_config)
-        self.state = self._build_state()
-        self.phase_dir = generator_store.phase_dir(config.model_dir, config.phase)
-        self.write_dir = strategy_lib.write_dir(self.phase_dir, strategy)
-        self.checkpoint = train_state.make_checkpoint(self.state)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            self.write_dir,
-            max_to_keep=config.max_checkpoints,
-            step_counter=self.state.global_step,
-        )
-        self._restore()
-        dataset = strategy.distribute_datasets_from_function(
-            train_input.input_fn(config, self.state.step())
-        )
-        self.iterator = iter(dataset)
-        self.reporter = reporting.Reporter(
-            posixpath.join(self.write_dir, "summaries"),
-            posixpath.join(self.write_dir, "images"),
-            config.train_steps,
-        )
+    Args:
+      state: the restored train_state.TrainState.
+      manager: the tf.train.CheckpointManager this worker saves with.
+      iterator: the distributed training iterator, positioned for state.step().
+      loop_fn: fn(num_steps) -> the tf.function running num_steps steps on the iterator.
+      reporter: reporting.Reporter.
+      train_steps: the phase's total steps.
+      steps_per_loop: steps per loop-function call (shorter at log/save/eval boundaries).
+      reporting_config: the ReportingConfig intervals.
+      validate: fn() -> validation metrics dict, or None; called on the chief only.
+      image_grid: fn() -> uint8 grid [H, W, 3], or None; called on the chief only.
+      is_chief: this worker writes the real files.
+      on_exit: called once after the run (a non-chief worker removes its temporary directory).
+      phase: the phase's name (for messages).
+    """
+
+    def __init__(
+        self,
+        *,
+        state,
+        manager,
+        iterator,
+        loop_fn,
+        reporter,
+        train_steps,
+        steps_per_loop,
+        reporting_config,
+        validate=None,
+        image_grid=None,
+        is_chief=True,
+        on_exit=None,
+        phase=config_lib.PRETRAIN,
+    ):
+        self.state = state
+        self.manager = manager
+        self.iterator = iterator
+        self.reporter = reporter
+        self.train_steps = train_steps
+        self.steps_per_loop = steps_per_loop
+        self.reporting = reporting_config
+        self.is_chief = is_chief
+        self.phase = phase
+        self._loop_fn_builder = loop_fn
+        self._validate = validate
+        self._image_grid = image_grid
+        self._on_exit = on_exit
         self._loop_fns = {}
         self._stop_requested = False
-        self._saved_step = self.state.step()
+        self._saved_step = state.step()
 
-    def _build_state(self):
-        config = self.config
-        if config.seed is not None:
-            keras.utils.set_random_seed(config.seed)
-        previous_policy = keras.mixed_precision.global_policy()
-        if config.optimizer.mixed_precision:
-            # Models built under this policy compute in float16 and keep float32 variables.
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            return train_state.build_state(
-                self.strategy,
-                config.phase,
-                self.generator_config,
-                config.hr_patch_size,
-                config.optimizer,
-                config.perceptual_network,
-                config.perceptual_weights,
-            )
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
-
-    def _restore(self):
-        # Every worker restores from the chief's directory, where the real checkpoints are.
-        chief_manager = tf.train.CheckpointManager(self.checkpoint, self.phase_dir, None)
-        note = train_state.restore_or_initialize(
-            chief_manager,
-            self.checkpoint,
-            self.state,
-            self.config.phase,
-            self.config.model_dir,
-            self.config.init_checkpoint,
-        )
-        train_state.apply_learning_rates(self.state, self.config.optimizer)
-        logging.info("Phase %s: %s.", self.config.phase, note)
+    @property
+    def checkpoint(self):
+        return self.manager.checkpoint
 
     # -- the step -----------------------------------------------------------------------------
 
     def _loop_fn(self, num_steps):
         """The compiled loop of `num_steps` steps (one trace per distinct length)."""
         if num_steps not in self._loop_fns:
-            step_config = steps.StepConfig(
-                phase=self.config.phase,
-                global_batch_size=self.config.global_batch_size,
-                steps_per_loop=num_steps,
-                xla=steps.resolve_xla_mode(self.config.xla, self.strategy),
-                mixed_precision=self.config.optimizer.mixed_precision,
-                loss=self.config.loss,
-            )
-            s = self.state
-            self._loop_fns[num_steps] = steps.build_train_loop_fn(
-                self.strategy,
-                step_config,
-                s.generator,
-                s.discriminator,
-                s.content_model,
-                s.g_optimizer,
-                s.d_optimizer,
-            )
+            self._loop_fns[num_steps] = self._loop_fn_builder(num_steps)
         return self._loop_fns[num_steps]
 
     def _check_finite(self, step, metrics):
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
         if bad:
+            last = tf.train.latest_checkpoint(self.manager.directory) or "none yet"
             raise NonFiniteLossError(
                 f"Non-finite loss at step {step}: {bad}. Stopped WITHOUT saving; the last good "
-                f"checkpoint ({tf.train.latest_checkpoint(self.phase_dir) or 'none yet'}) is "
-                "intact. Try a lower learning rate, or --mixed_precision off."
+                f"checkpoint ({last}) is intact. Try a lower learning rate, or "
+                "--mixed_precision off."
             )
 
     # -- around the step ----------------------------------------------------------------------
@@ -213,40 +131,17 @@ class Controller:
         if self.is_chief:
             logging.info("Saved %s.", path)
 
-    def _validation_split(self):
-        info = self.manifest.splits.get("validation")
-        return "validation" if info and info.num_examples else None
-
     def evaluate(self, step):
-        split = self._validation_split()
-        if split is None:
-            logging.warning("No validation split in %s: skipping validation.", self.config.data_dir)
+        """Runs the validation callable and reports its metrics ({} without one)."""
+        if self._validate is None:
             return {}
-        dataset = input_pipeline.make_validation_dataset(self.config.data_dir, split=split)
-        results = evaluation.evaluate_validation(self.state.generator, dataset, self.manifest.scale)
+        results = self._validate()
         self.reporter.validation(step, results)
         return results
 
     def write_images(self, step):
-        split = self._validation_split() or "train"
-        info = self.manifest.splits[split]
-        scale = self.manifest.scale
-        side = (
-            min(
-                self.config.hr_patch_size * 2, info.min_lr_height * scale, info.min_lr_width * scale
-            )
-            // scale
-            * scale
-        )
-        dataset = input_pipeline.make_validation_dataset(
-            self.config.data_dir,
-            split=split,
-            hr_crop_size=side,
-            batch_size=self.config.num_grid_images,
-        )
-        batch = next(iter(dataset))
-        sr = self.state.generator(batch["lr"], training=False)
-        self.reporter.images(step, reporting.image_grid(batch["lr"], sr, batch["hr"]))
+        if self._image_grid is not None:
+            self.reporter.images(step, self._image_grid())
 
     def _on_sigterm(self, signum, frame):
         del signum, frame
@@ -256,47 +151,173 @@ class Controller:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self):
-        """Trains to config.train_steps (or until SIGTERM); returns the last metrics dict."""
+        """Trains to train_steps (or until SIGTERM); returns the last metrics dict."""
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             return self._run()
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.reporter.flush()
-            strategy_lib.remove_worker_dir(self.write_dir, self.strategy)
+            if self._on_exit is not None:
+                self._on_exit()
 
     def _run(self):
-        config, step = self.config, self.state.step()
+        step, total, r = self.state.step(), self.train_steps, self.reporting
         metrics = {}
         self.reporter.start(step)
-        while step < config.train_steps and not self._stop_requested:
-            previous, count = step, _next_stop(step, config) - step
+        while step < total and not self._stop_requested:
+            previous = step
+            count = _next_stop(step, total, self.steps_per_loop, r) - step
             outputs = self._loop_fn(count)(self.iterator)
             metrics = {k: float(v) for k, v in outputs.items()}
             step += count
             self._check_finite(step, metrics)
             self.state.global_step.assign(step)
-            if _every(step, previous, config.log_steps) or step == config.train_steps:
+            if _every(step, previous, r.log_steps) or step == total:
                 self.reporter.train_scalars(step, metrics, self.state.learning_rate())
-            if _every(step, previous, config.checkpoint_steps) or step == config.train_steps:
+            if _every(step, previous, r.checkpoint_steps) or step == total:
                 self.save()
             # Validation and images are local work: only the chief spends time on them.
-            if _every(step, previous, config.eval_steps) and self.is_chief:
+            if _every(step, previous, r.eval_steps) and self.is_chief:
                 self.evaluate(step)
-            if _every(step, previous, config.image_steps) and self.is_chief:
+            if _every(step, previous, r.image_steps) and self.is_chief:
                 self.write_images(step)
-            if _every(step, previous, config.eval_steps) or _every(
-                step, previous, config.image_steps
-            ):
+            if _every(step, previous, r.eval_steps) or _every(step, previous, r.image_steps):
                 self.reporter.start(step)
         if self._stop_requested and step != self._saved_step:
             self.save()
-        logging.info("Phase %s stopped at step %d/%d.", config.phase, step, config.train_steps)
+        logging.info("Phase %s stopped at step %d/%d.", self.phase, step, total)
         return metrics
 
 
-def train(config: TrainConfig, strategy):
+# -- the builder ------------------------------------------------------------------------------
+
+
+def _restore(config, state, checkpoint, phase_dir):
+    # Every worker restores from the chief's directory, where the real checkpoints are.
+    chief_manager = tf.train.CheckpointManager(checkpoint, phase_dir, None)
+    note = train_state.restore_or_initialize(
+        chief_manager, checkpoint, state, config.phase, config.model_dir, config.init_checkpoint
+    )
+    train_state.apply_learning_rates(state, config.schedule)
+    logging.info("Phase %s: %s.", config.phase, note)
+
+
+def _loop_fn_builder(strategy, config, state):
+    def build(num_steps):
+        step_config = dataclasses.replace(config.step, steps_per_loop=num_steps)
+        return steps.build_train_loop_fn(
+            strategy,
+            step_config,
+            state.generator,
+            state.discriminator,
+            state.content_model,
+            state.g_optimizer,
+            state.d_optimizer,
+        )
+
+    return build
+
+
+def _validation_fn(source, generator):
+    """fn() -> validation metrics, or None when the dataset has no validation examples."""
+    if not source.has_examples(schema.VALIDATION):
+        logging.warning("No validation split in %s: validation is off.", source.data_dir)
+        return None
+
+    def validate():
+        dataset = input_pipeline.make_validation_dataset(source, schema.VALIDATION)
+        return evaluation.evaluate_validation(generator, dataset, source.scale)
+
+    return validate
+
+
+def _image_grid_fn(source, generator, hr_patch_size, num_images):
+    """fn() -> the LR/bicubic/SR/HR grid of the first validation (else train) examples."""
+    split = schema.VALIDATION if source.has_examples(schema.VALIDATION) else schema.TRAIN
+    info, scale = source.manifest.splits[split], source.scale
+    side = min(hr_patch_size * 2, info.min_lr_height * scale, info.min_lr_width * scale)
+    side = side // scale * scale
+
+    def grid():
+        dataset = input_pipeline.make_validation_dataset(
+            source, split=split, hr_crop_size=side, batch_size=num_images
+        )
+        batch = next(iter(dataset))
+        sr = value_range.generate_uint8(generator, batch["lr"])
+        return reporting.image_grid(batch["lr"], sr, batch["hr"], scale)
+
+    return grid
+
+
+def build_controller(config: config_lib.RunConfig, source: input_pipeline.DataSource, strategy):
+    """Builds a phase's parts under `strategy`, restores them, and hands them to a Controller.
+
+    Args:
+      config: the run's configuration (its generator's scale is the dataset's).
+      source: the dataset, opened once (input_pipeline.open_dataset).
+      strategy: the tf.distribute strategy.
+
+    Raises:
+      ValueError: the generator's scale is not the dataset's, or a model_dir that holds another
+        generator; a patch size the data cannot serve.
+      FileNotFoundError: a GAN phase with nothing to start from.
+    """
+    if config.generator.scale != source.scale:
+        raise ValueError(
+            f"The generator is configured for x{config.generator.scale}; the dataset "
+            f"{source.data_dir} is x{source.scale}."
+        )
+    is_chief = strategy_lib.is_chief(strategy)
+    if is_chief:
+        generator_store.write_config(config.model_dir, config.generator)
+    state = train_state.build_state(strategy, config)
+    phase_dir = generator_store.phase_dir(config.model_dir, config.phase)
+    write_dir = strategy_lib.write_dir(phase_dir, strategy)
+    checkpoint = train_state.make_checkpoint(state)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        write_dir,
+        max_to_keep=config.reporting.max_checkpoints,
+        step_counter=state.global_step,
+    )
+    _restore(config, state, checkpoint, phase_dir)
+    dataset = strategy.distribute_datasets_from_function(
+        train_input.input_fn(source, config, state.step())
+    )
+    reporter = reporting.Reporter(
+        posixpath.join(write_dir, "summaries"),
+        posixpath.join(write_dir, "images"),
+        config.schedule.train_steps,
+    )
+    return Controller(
+        state=state,
+        manager=manager,
+        iterator=iter(dataset),
+        loop_fn=_loop_fn_builder(strategy, config, state),
+        reporter=reporter,
+        train_steps=config.schedule.train_steps,
+        steps_per_loop=config.step.steps_per_loop,
+        reporting_config=config.reporting,
+        validate=_validation_fn(source, state.generator) if config.reporting.eval_steps else None,
+        image_grid=(
+            _image_grid_fn(
+                source,
+                state.generator,
+                config.input.hr_patch_size,
+                config.reporting.num_grid_images,
+            )
+            if config.reporting.image_steps
+            else None
+        ),
+        is_chief=is_chief,
+        on_exit=lambda: strategy_lib.remove_worker_dir(write_dir, strategy),
+        phase=config.phase,
+    )
+
+
+def train(config: config_lib.RunConfig, source: input_pipeline.DataSource, strategy):
     """Builds a Controller and runs it; returns (final step, last metrics)."""
-    controller = Controller(config, strategy)
+    controller = build_controller(config, source, strategy)
     metrics = controller.run()
     return controller.state.step(), metrics

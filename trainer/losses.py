@@ -8,35 +8,9 @@ Value ranges follow trainer.value_range: HR and generator output in [-1, 1]; the
 returns one logit per image.
 """
 
-import dataclasses
-
 import tensorflow as tf
 
-PIXEL_LOSSES = ("mse", "l1")
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Loss choices and weights (the paper's defaults).
-
-    Attributes:
-      pixel_loss: "mse" or "l1": the pretrain (SRResNet) loss, and the GAN phase's pixel term.
-      content_weight: weight of the perceptual (VGG feature) loss in the GAN phase.
-      adversarial_weight: weight of the generator's adversarial loss (1e-3 in the paper).
-      pixel_weight: weight of the pixel loss in the GAN phase (0 in the paper).
-    """
-
-    pixel_loss: str = "mse"
-    content_weight: float = 1.0
-    adversarial_weight: float = 1e-3
-    pixel_weight: float = 0.0
-
-    def __post_init__(self):
-        if self.pixel_loss not in PIXEL_LOSSES:
-            raise ValueError(f"pixel_loss must be one of {PIXEL_LOSSES}, got {self.pixel_loss!r}.")
-        for name in ("content_weight", "adversarial_weight", "pixel_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+from trainer import config
 
 
 def _flat(images):
@@ -51,7 +25,7 @@ def pixel_loss(hr, sr, kind="mse"):
         return tf.reduce_mean(tf.square(diff), axis=1)
     if kind == "l1":
         return tf.reduce_mean(tf.abs(diff), axis=1)
-    raise ValueError(f"pixel loss must be one of {PIXEL_LOSSES}, got {kind!r}.")
+    raise ValueError(f"pixel loss must be one of {config.PIXEL_LOSSES}, got {kind!r}.")
 
 
 def _bce_with_logits(labels_value, logits):
@@ -75,6 +49,10 @@ def probability(logits):
     return tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0]]))
 
 
-def average(per_example, global_batch_size):
-    """This replica's share of the global-batch mean of a per-example loss (a float32 scalar)."""
+def average(per_example, global_batch_size=None):
+    """This replica's share of the global-batch mean of a per-example loss (a float32 scalar).
+
+    Without `global_batch_size`, the global batch is this replica's batch times the replicas in
+    sync (tf.nn.compute_average_loss): the step needs no batch-size setting of its own.
+    """
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)

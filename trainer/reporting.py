@@ -7,25 +7,24 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from trainer import value_range
+from trainer import models
 
 
-def image_grid(lr, sr, hr):
+def image_grid(lr, sr, hr, scale):
     """One row per example: LR (nearest-neighbour upscaled) | bicubic | SR | HR.
 
     Args:
-      lr: float32 [N, h, w, 3] in [0, 1].
-      sr: [N, H, W, 3] in [-1, 1] (generator output).
-      hr: float32 [N, H, W, 3] in [-1, 1].
+      lr: uint8 [N, h, w, 3].
+      sr: uint8 [N, h*s, w*s, 3] (value_range.generate_uint8 of the generator).
+      hr: uint8 [N, h*s, w*s, 3].
+      scale: s.
 
     Returns:
-      uint8 [N*H, 4*W, 3].
+      uint8 [N*h*s, 4*w*s, 3].
     """
-    size = tf.shape(hr)[1:3]
-    nearest = tf.image.resize(lr, size, method="nearest")
-    bicubic = tf.image.resize(lr, size, method="bicubic")
-    columns = [value_range.lr_to_hr_range(nearest), value_range.lr_to_hr_range(bicubic), sr, hr]
-    rows = tf.concat([value_range.hr_to_uint8(c) for c in columns], axis=2)  # [N, H, 4W, 3]
+    nearest = tf.image.resize(lr, tf.shape(hr)[1:3], method="nearest")
+    columns = [nearest, models.bicubic_upscale_uint8(lr, scale), sr, hr]
+    rows = tf.concat(columns, axis=2)  # [N, H, 4W, 3]
     return tf.reshape(rows, [-1, tf.shape(rows)[2], 3])
 
 

@@ -3,7 +3,7 @@
 The loop (trainer/loop.py) owns checkpoints, summaries and the global step; it calls the function
 returned by `build_train_loop_fn` once per `steps_per_loop` steps with a distributed iterator.
 
-XLA modes (`StepConfig.xla`, see `resolve_xla_mode`):
+XLA modes (`config.StepConfig.xla`, resolved once by `resolve_xla_mode`):
   off:  a plain tf.function.
   step: the whole replica step (forward, losses, gradients, both optimizer updates and the loss
         scaling) compiled with jit_compile=True. One replica only: under MirroredStrategy every
@@ -15,16 +15,13 @@ XLA modes (`StepConfig.xla`, see `resolve_xla_mode`):
         TF_XLA_FLAGS=--tf_xla_cpu_global_jit, so on CPU `auto` is normally the same as `off`.
 """
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 from absl import logging
 
+from trainer import config as config_lib
 from trainer import loss_scaling, losses
 
-PHASES = ("pretrain", "gan")
-XLA_MODES = ("off", "step", "auto")
 PRETRAIN_METRICS = ("pixel_loss",)
 GAN_METRICS = (
     "g_loss",
@@ -35,46 +32,14 @@ GAN_METRICS = (
     "d_real",
     "d_fake",
 )
-# Measured with trainer.bench_step on the 2-core CPU machine: auto = off (no CPU clustering), step
+# Measured with benchmarks.step on the 2-core CPU machine: auto = off (no CPU clustering), step
 # 0.5x (pretrain) to 0.85x (gan) of off; see the README.
 CPU_DEFAULT_XLA = "off"
 
 
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """What one training step does.
-
-    Attributes:
-      phase: "pretrain" (generator, pixel loss) or "gan" (discriminator then generator update).
-      global_batch_size: examples per step over all replicas (losses are averaged over it).
-      steps_per_loop: steps run by one call of the train loop function.
-      xla: "off", "step", "auto" or "default" (see resolve_xla_mode).
-      mixed_precision: the optimizers are LossScaleOptimizers (see create_optimizer); the
-        global Keras dtype policy must have been set to mixed_float16 before building the models.
-      loss: loss choices and weights.
-    """
-
-    phase: str
-    global_batch_size: int
-    steps_per_loop: int = 1
-    xla: str = "off"
-    mixed_precision: bool = False
-    loss: losses.LossConfig = losses.LossConfig()
-
-    def __post_init__(self):
-        if self.phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}.")
-        if self.xla not in XLA_MODES + ("default",):
-            raise ValueError(f"xla must be one of {XLA_MODES + ('default',)}, got {self.xla!r}.")
-        if self.global_batch_size < 1 or self.steps_per_loop < 1:
-            raise ValueError(
-                "global_batch_size and steps_per_loop must be >= 1, got "
-                f"{self.global_batch_size} and {self.steps_per_loop}."
-            )
-
-    @property
-    def metric_names(self):
-        return PRETRAIN_METRICS if self.phase == "pretrain" else GAN_METRICS
+def metric_names(phase):
+    """The metrics a phase's loop function returns, in order."""
+    return PRETRAIN_METRICS if phase == config_lib.PRETRAIN else GAN_METRICS
 
 
 def create_optimizer(learning_rate, beta_1, beta_2, mixed_precision, variables):
@@ -111,10 +76,11 @@ def resolve_xla_mode(xla, strategy):
     Returns:
       "off", "step" or "auto".
     """
-    if xla not in XLA_MODES + ("default",):
-        raise ValueError(f"xla must be one of {XLA_MODES + ('default',)}, got {xla!r}.")
+    choices = config_lib.XLA_MODES + (config_lib.XLA_DEFAULT,)
+    if xla not in choices:
+        raise ValueError(f"xla must be one of {choices}, got {xla!r}.")
     multi_replica = strategy.num_replicas_in_sync > 1
-    if xla == "default":
+    if xla == config_lib.XLA_DEFAULT:
         if not _uses_gpu(strategy):
             return CPU_DEFAULT_XLA
         return "auto" if multi_replica else "step"
@@ -133,9 +99,7 @@ def _pretrain_step_fn(config, generator, g_optimizer):
         lr, hr = batch
         with tf.GradientTape() as tape:
             sr = generator(lr, training=True)
-            pixel = losses.average(
-                losses.pixel_loss(hr, sr, config.loss.pixel_loss), config.global_batch_size
-            )
+            pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss))
             scaled = g_optimizer.scale_loss(pixel)
         loss_scaling.apply_gradients(g_optimizer, tape, scaled, generator.trainable_variables)
         return {"pixel_loss": pixel}
@@ -146,19 +110,19 @@ def _pretrain_step_fn(config, generator, g_optimizer):
 def _gan_step_fn(
     config, generator, discriminator, content_model, content_loss_fn, g_optimizer, d_optimizer
 ):
-    weights, batch_size = config.loss, config.global_batch_size
+    weights = config.loss
 
     def discriminator_update(hr, sr):
         with tf.GradientTape() as tape:
             real_logits = discriminator(hr, training=True)
             fake_logits = discriminator(sr, training=True)
-            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits), batch_size)
+            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits))
             scaled = d_optimizer.scale_loss(d_loss)
         loss_scaling.apply_gradients(d_optimizer, tape, scaled, discriminator.trainable_variables)
         return {
             "d_loss": d_loss,
-            "d_real": losses.average(losses.probability(real_logits), batch_size),
-            "d_fake": losses.average(losses.probability(fake_logits), batch_size),
+            "d_real": losses.average(losses.probability(real_logits)),
+            "d_fake": losses.average(losses.probability(fake_logits)),
         }
 
     def replica_step(batch):
@@ -170,9 +134,9 @@ def _gan_step_fn(
             with tape.stop_recording():
                 metrics = discriminator_update(hr, tf.stop_gradient(sr))
             fake_logits = discriminator(sr, training=True)
-            content = losses.average(content_loss_fn(content_model, hr, sr), batch_size)
-            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits), batch_size)
-            pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss), batch_size)
+            content = losses.average(content_loss_fn(content_model, hr, sr))
+            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits))
+            pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss))
             g_loss = (
                 weights.content_weight * content
                 + weights.adversarial_weight * adversarial
@@ -211,7 +175,7 @@ def build_train_loop_fn(
 
     Args:
       strategy: the tf.distribute strategy the models and optimizers were built under.
-      config: a StepConfig.
+      config: a trainer.config.StepConfig (its xla mode already resolved for `strategy`).
       generator: the SRResNet generator.
       discriminator: the SRGAN discriminator (None for pretrain).
       content_model: the frozen perceptual feature model (None for pretrain).
@@ -222,9 +186,10 @@ def build_train_loop_fn(
 
     Returns:
       A tf.function(iterator) -> dict metric name -> float32 scalar: the mean over the loop's
-      steps of the global-batch means (config.metric_names). It does not touch any step counter.
+      steps of the global-batch means (metric_names(config.phase)). It does not touch any step
+      counter.
     """
-    if config.phase == "pretrain":
+    if config.phase == config_lib.PRETRAIN:
         replica_step = _pretrain_step_fn(config, generator, g_optimizer)
     else:
         if discriminator is None or content_model is None or d_optimizer is None:
@@ -244,11 +209,10 @@ def build_train_loop_fn(
             g_optimizer,
             d_optimizer,
         )
-    mode = resolve_xla_mode(config.xla, strategy)
-    _set_autoclustering(mode == "auto")
-    if mode == "step":
+    _set_autoclustering(config.xla == "auto")
+    if config.xla == "step":
         replica_step = tf.function(replica_step, jit_compile=True)
-    names = config.metric_names
+    names = metric_names(config.phase)
     steps = config.steps_per_loop
 
     @tf.function

@@ -9,20 +9,23 @@ Rerunning the same command resumes from the phase's latest checkpoint and contin
 --train_steps (a total). The scale comes from the dataset's manifest.
 """
 
-import logging as std_logging
-import os
-import sys
+import srgan_cli
 
-from absl import app, flags, logging
+srgan_cli.quiet_console()  # before TensorFlow is imported
 
-from trainer import strategy as strategy_lib
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from trainer import config as config_lib  # noqa: E402
+from trainer import strategy as strategy_lib  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "A data_prep.build_tfrecords output directory.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and images go here.")
 _PHASE = flags.DEFINE_enum(
     "phase",
-    "pretrain",
-    ["pretrain", "gan"],
+    config_lib.PRETRAIN,
+    list(config_lib.PHASES),
     "pretrain: pixel loss (SRResNet); gan: content + adversarial (SRGAN).",
 )
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Total steps of the phase.")
@@ -57,12 +60,12 @@ _GAN_LR_BOUNDARIES = flags.DEFINE_list(
 )
 _BETA_1 = flags.DEFINE_float("beta_1", 0.9, "Adam beta_1.")
 _BETA_2 = flags.DEFINE_float("beta_2", 0.999, "Adam beta_2.")
-_PIXEL_LOSS = flags.DEFINE_enum("pixel_loss", "mse", ["mse", "l1"], "Pixel loss.")
+_PIXEL_LOSS = flags.DEFINE_enum("pixel_loss", "mse", list(config_lib.PIXEL_LOSSES), "Pixel loss.")
 _CONTENT_WEIGHT = flags.DEFINE_float("content_weight", 1.0, "GAN: perceptual loss weight.")
 _ADVERSARIAL_WEIGHT = flags.DEFINE_float("adversarial_weight", 1e-3, "GAN: adversarial weight.")
 _PIXEL_WEIGHT = flags.DEFINE_float("pixel_weight", 0.0, "GAN: pixel loss weight.")
-_PERCEPTUAL_NETWORK = flags.DEFINE_enum(
-    "perceptual_network", "vgg54", ["vgg54", "resnet152v2"], "Content-loss feature network."
+_PERCEPTUAL_NETWORK = flags.DEFINE_string(
+    "perceptual_network", "vgg54", "Content-loss feature network: vgg54 or resnet152v2."
 )
 _PERCEPTUAL_WEIGHTS = flags.DEFINE_string(
     "perceptual_weights",
@@ -78,8 +81,8 @@ _NUM_CPU_REPLICAS = flags.DEFINE_integer(
 _MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", False, "mixed_float16 + loss scaling.")
 _XLA = flags.DEFINE_enum(
     "xla",
-    "default",
-    ["default", "off", "step", "auto"],
+    config_lib.XLA_DEFAULT,
+    [config_lib.XLA_DEFAULT, *config_lib.XLA_MODES],
     "XLA: off, step (jit_compile the step), auto (auto-clustering), or "
     "default (the fastest mode that works for the device and strategy).",
 )
@@ -106,85 +109,104 @@ _REPLAY_INPUT_ON_RESUME = flags.DEFINE_bool(
 
 
 def _phase_value(phase, common, gan):
-    return gan if phase == "gan" and gan is not None else common
+    return gan if phase == config_lib.GAN and gan is not None else common
 
 
-def _config():
-    from trainer import loop, losses, train_state  # after the CPU split: they initialise TF
-
-    phase = _PHASE.value
+def _schedule(phase):
     rates = [_LEARNING_RATE.value] if _LEARNING_RATE.value is not None else _LEARNING_RATES.value
     boundaries = [] if _LEARNING_RATE.value is not None else _LR_BOUNDARIES.value
-    xla = "step" if _JIT_COMPILE.value else ("off" if _JIT_COMPILE.value is False else _XLA.value)
-    return loop.TrainConfig(
-        data_dir=_DATA_DIR.value,
-        model_dir=_MODEL_DIR.value,
-        phase=phase,
+    return config_lib.ScheduleConfig(
         train_steps=_phase_value(phase, _TRAIN_STEPS.value, _GAN_TRAIN_STEPS.value),
-        global_batch_size=_BATCH_SIZE.value,
+        learning_rates=tuple(_phase_value(phase, rates, _GAN_LEARNING_RATES.value)),
+        lr_boundaries=tuple(_phase_value(phase, boundaries, _GAN_LR_BOUNDARIES.value)),
+    )
+
+
+def _xla_flag():
+    if _JIT_COMPILE.value is None:
+        return _XLA.value
+    return "step" if _JIT_COMPILE.value else "off"
+
+
+def _input_config():
+    optional = {"crops_per_image": _CROPS_PER_IMAGE.value, "shuffle_buffer": _SHUFFLE_BUFFER.value}
+    return config_lib.InputConfig(
         hr_patch_size=_HR_PATCH_SIZE.value,
-        num_blocks=_NUM_BLOCKS.value,
-        channels=_CHANNELS.value,
-        bicubic_skip=_BICUBIC_SKIP.value,
-        optimizer=train_state.OptimizerConfig(
-            learning_rates=tuple(
-                float(r) for r in _phase_value(phase, rates, _GAN_LEARNING_RATES.value)
-            ),
-            lr_boundaries=tuple(
-                int(b) for b in _phase_value(phase, boundaries, _GAN_LR_BOUNDARIES.value)
-            ),
-            beta_1=_BETA_1.value,
-            beta_2=_BETA_2.value,
-            mixed_precision=_MIXED_PRECISION.value,
+        global_batch_size=_BATCH_SIZE.value,
+        **{name: value for name, value in optional.items() if value is not None},
+    )
+
+
+def _config(scale, xla):
+    """The run's RunConfig from the flags; `scale` is the dataset's, `xla` the resolved mode."""
+    phase = _PHASE.value
+    return config_lib.RunConfig(
+        model_dir=_MODEL_DIR.value,
+        generator=config_lib.GeneratorConfig(
+            scale=scale,
+            num_blocks=_NUM_BLOCKS.value,
+            channels=_CHANNELS.value,
+            bicubic_skip=_BICUBIC_SKIP.value,
         ),
-        loss=losses.LossConfig(
-            pixel_loss=_PIXEL_LOSS.value,
-            content_weight=_CONTENT_WEIGHT.value,
-            adversarial_weight=_ADVERSARIAL_WEIGHT.value,
-            pixel_weight=_PIXEL_WEIGHT.value,
+        step=config_lib.StepConfig(
+            phase=phase,
+            xla=xla,
+            steps_per_loop=_STEPS_PER_LOOP.value,
+            loss=config_lib.LossConfig(
+                pixel_loss=_PIXEL_LOSS.value,
+                content_weight=_CONTENT_WEIGHT.value,
+                adversarial_weight=_ADVERSARIAL_WEIGHT.value,
+                pixel_weight=_PIXEL_WEIGHT.value,
+                perceptual_network=_PERCEPTUAL_NETWORK.value,
+                perceptual_weights=_PERCEPTUAL_WEIGHTS.value,
+            ),
         ),
-        perceptual_network=_PERCEPTUAL_NETWORK.value,
-        perceptual_weights=_PERCEPTUAL_WEIGHTS.value,
-        steps_per_loop=_STEPS_PER_LOOP.value,
-        xla=xla,
-        checkpoint_steps=_CHECKPOINT_STEPS.value,
-        max_checkpoints=_MAX_CHECKPOINTS.value,
-        log_steps=_LOG_STEPS.value,
-        eval_steps=_EVAL_STEPS.value,
-        image_steps=_IMAGE_STEPS.value,
+        input=_input_config(),
+        optimizer=config_lib.OptimizerConfig(
+            beta_1=_BETA_1.value, beta_2=_BETA_2.value, mixed_precision=_MIXED_PRECISION.value
+        ),
+        schedule=_schedule(phase),
+        reporting=config_lib.ReportingConfig(
+            checkpoint_steps=_CHECKPOINT_STEPS.value,
+            max_checkpoints=_MAX_CHECKPOINTS.value,
+            log_steps=_LOG_STEPS.value,
+            eval_steps=_EVAL_STEPS.value,
+            image_steps=_IMAGE_STEPS.value,
+        ),
         init_checkpoint=_INIT_CHECKPOINT.value,
         seed=_SEED.value,
         replay_input_on_resume=_REPLAY_INPUT_ON_RESUME.value,
-        crops_per_image=_CROPS_PER_IMAGE.value,
-        shuffle_buffer=_SHUFFLE_BUFFER.value,
     )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
-    # tf.distribute logs every all-reduce plan at INFO; keep the console for the progress line.
-    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
-    from trainer import loop  # noqa: F401 - imported after the CPU split
+    # Imported after the CPU split: they initialise TensorFlow.
+    from trainer import input_pipeline, loop, steps  # noqa: PLC0415
 
     try:
-        config = _config()
+        source = input_pipeline.open_dataset(_DATA_DIR.value)  # the one manifest read
         strategy = strategy_lib.create_strategy(_STRATEGY.value)
         logging.info(
             "Strategy %s with %d replica(s).",
             type(strategy).__name__,
             strategy.num_replicas_in_sync,
         )
-        step, metrics = loop.train(config, strategy)
-    except loop.NonFiniteLossError as e:
-        sys.exit(f"error: {e}")
-    except (ValueError, FileNotFoundError) as e:  # bad flags or data: a message, not a trace
+        config = _config(source.scale, steps.resolve_xla_mode(_xla_flag(), strategy))
+        step, metrics = loop.train(config, source, strategy)
+    except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as e:
+        # Bad flags or data, or a diverged run: one line, not a traceback.
         sys.exit(f"error: {e}")
     logging.info("Done: step %d, %s", step, metrics)
 
 
-if __name__ == "__main__":
+def run():
+    """The console-script entry (srgan-train)."""
     flags.mark_flags_as_required(["data_dir", "model_dir"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,9 +1,13 @@
 """The training input of a run that may be a resumed one (for distribute_datasets_from_function)."""
 
+from trainer import config as config_lib
 from trainer import input_pipeline
 
+# Spreads the seeds of resumed runs apart (a prime: start steps never collide).
+_RESUME_SEED_STRIDE = 7919
 
-def input_fn(config, start_step):
+
+def input_fn(source: input_pipeline.DataSource, config: config_lib.RunConfig, start_step):
     """The input of a run that starts at `start_step`: fn(input_context) -> dataset.
 
     TF 2.21 cannot checkpoint a tf.distribute iterator (DistributedIterator and the
@@ -15,27 +19,15 @@ def input_fn(config, start_step):
     in a long run).
 
     Args:
-      config: a trainer.loop.TrainConfig.
+      source: the dataset, opened once (input_pipeline.open_dataset).
+      config: the run's RunConfig (its input, seed and replay_input_on_resume).
       start_step: the global step the run resumes from (0 for a fresh run).
     """
     replay = config.replay_input_on_resume and config.seed is not None
     seed = config.seed
     if seed is not None and not replay:
-        seed += 7919 * start_step
-    optional = {
-        k: getattr(config, k)
-        for k in ("crops_per_image", "shuffle_buffer")
-        if getattr(config, k) is not None
-    }
-    dataset_fn = input_pipeline.train_dataset_fn(
-        input_pipeline.TrainInputConfig(
-            data_dir=config.data_dir,
-            hr_patch_size=config.hr_patch_size,
-            global_batch_size=config.global_batch_size,
-            seed=seed,
-            **optional,
-        )
-    )
+        seed += _RESUME_SEED_STRIDE * start_step
+    dataset_fn = input_pipeline.train_dataset_fn(source, config.input, seed)
     if not replay or start_step == 0:
         return dataset_fn
 

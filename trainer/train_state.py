@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from trainer import config as config_lib
 from trainer import generator_store, models, perceptual, steps
 
 STEP_VARIABLE_NAME = "global_step"
@@ -34,97 +35,87 @@ class TrainState:
         return float(keras.ops.convert_to_numpy(self.g_optimizer.learning_rate))
 
 
-def learning_rate_schedule(values, boundaries):
-    """A piecewise-constant schedule over the optimizer's step (a float when constant).
+def learning_rate_schedule(schedule: config_lib.ScheduleConfig):
+    """The optimizer's learning rate: a float when constant, else a piecewise-constant schedule
+    over the optimizer's step (the ScheduleConfig has checked values and boundaries)."""
+    if not schedule.lr_boundaries:
+        return schedule.learning_rates[0]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        list(schedule.lr_boundaries), list(schedule.learning_rates)
+    )
 
-    Args:
-      values: learning rates, one more than `boundaries`.
-      boundaries: increasing step numbers at which the next value starts.
+
+def build_state(strategy, config: config_lib.RunConfig):
+    """Builds the phase's models, optimizers and step variable inside `strategy.scope()`.
+
+    Seeds Keras from config.seed first; with mixed precision the models are built under the
+    mixed_float16 policy (the global policy is restored afterwards).
     """
-    values, boundaries = [float(v) for v in values], [int(b) for b in boundaries]
-    if len(values) != len(boundaries) + 1:
-        raise ValueError(
-            f"{len(values)} learning rates need {len(values) - 1} boundaries, got "
-            f"{len(boundaries)} ({boundaries})."
-        )
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:], strict=False)) or (
-        boundaries and boundaries[0] <= 0
-    ):
-        raise ValueError(f"Learning-rate boundaries must be positive and increasing: {boundaries}.")
-    if not boundaries:
-        return values[0]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.optimizer.mixed_precision:
+        # Models built under this policy compute in float16 and keep float32 variables.
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            return _build_in_scope(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    learning_rates: tuple = (1e-4,)
-    lr_boundaries: tuple = ()
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    mixed_precision: bool = False
-
-
-def build_state(
-    strategy,
-    phase,
-    generator_config,
-    hr_patch_size,
-    optimizer_config,
-    perceptual_network="vgg54",
-    perceptual_weights="imagenet",
-):
-    """Builds models, optimizers and the step variable inside `strategy.scope()`."""
-    oc = optimizer_config
+def _build_in_scope(config):
+    oc = config.optimizer
 
     def optimizer(model):
-        schedule = learning_rate_schedule(oc.learning_rates, oc.lr_boundaries)
         return steps.create_optimizer(
-            schedule, oc.beta_1, oc.beta_2, oc.mixed_precision, model.trainable_variables
+            learning_rate_schedule(config.schedule),
+            oc.beta_1,
+            oc.beta_2,
+            oc.mixed_precision,
+            model.trainable_variables,
         )
 
-    with strategy.scope():
-        generator = generator_store.build_generator(generator_config)
-        state = TrainState(
-            generator=generator,
-            g_optimizer=optimizer(generator),
-            global_step=tf.Variable(
-                0,
-                dtype=tf.int64,
-                trainable=False,
-                name=STEP_VARIABLE_NAME,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            ),
+    generator = generator_store.build_generator(config.generator)
+    state = TrainState(
+        generator=generator,
+        g_optimizer=optimizer(generator),
+        global_step=tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name=STEP_VARIABLE_NAME,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        ),
+    )
+    if config.phase == config_lib.GAN:
+        state.discriminator = models.srgan_discriminator(config.input.hr_patch_size)
+        state.d_optimizer = optimizer(state.discriminator)
+        loss = config.step.loss
+        state.content_model = perceptual.build_content_model(
+            loss.perceptual_network, loss.perceptual_weights
         )
-        if phase == generator_store.GAN:
-            state.discriminator = models.srgan_discriminator(hr_patch_size)
-            state.d_optimizer = optimizer(state.discriminator)
-            state.content_model = perceptual.build_content_model(
-                perceptual_network, perceptual_weights
-            )
     return state
 
 
-def apply_learning_rates(state, optimizer_config):
+def apply_learning_rates(state, schedule: config_lib.ScheduleConfig):
     """Makes a constant learning rate follow the config after a restore.
 
     A constant rate is an optimizer variable, so restoring a checkpoint would bring back the
     old run's value and silently ignore a changed --learning_rate; a schedule is not saved.
     """
-    schedule = learning_rate_schedule(
-        optimizer_config.learning_rates, optimizer_config.lr_boundaries
-    )
-    if isinstance(schedule, float):
+    rate = learning_rate_schedule(schedule)
+    if isinstance(rate, float):
         for optimizer in (state.g_optimizer, state.d_optimizer):
             if optimizer is not None:
-                optimizer.learning_rate = schedule
+                optimizer.learning_rate = rate
 
 
 def make_checkpoint(state):
     """The tf.train.Checkpoint of a phase; the generator key is generator_store's.
 
     No input iterator: tf.distribute iterators are not Trackable in TF 2.21 (see
-    trainer.loop._input_config for how a resumed run seeds its input instead).
+    trainer.train_input.input_fn for how a resumed run seeds or replays its input instead).
     """
     objects = {
         generator_store.GENERATOR_KEY: state.generator,
@@ -147,14 +138,14 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         return f"resumed from {manager.latest_checkpoint} at step {state.step()}"
     source = init_checkpoint
-    if source is None and phase == generator_store.GAN:
+    if source is None and phase == config_lib.GAN:
         source = tf.train.latest_checkpoint(
-            generator_store.phase_dir(model_dir, generator_store.PRETRAIN)
+            generator_store.phase_dir(model_dir, config_lib.PRETRAIN)
         )
         if source is None:
             raise FileNotFoundError(
                 f"--phase=gan found no checkpoint in {manager.directory}, none in "
-                f"{generator_store.phase_dir(model_dir, generator_store.PRETRAIN)} and no "
+                f"{generator_store.phase_dir(model_dir, config_lib.PRETRAIN)} and no "
                 "--init_checkpoint: run --phase=pretrain first (same --model_dir) or pass "
                 "--init_checkpoint=PREFIX."
             )

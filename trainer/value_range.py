@@ -10,9 +10,6 @@ these functions, so the convention cannot drift between training and inference.
 
 import tensorflow as tf
 
-LR_RANGE = (0.0, 1.0)
-HR_RANGE = (-1.0, 1.0)
-
 
 def lr_from_uint8(images):
     """uint8 [0, 255] -> float32 LR range [0, 1]."""
@@ -28,16 +25,6 @@ def hr_to_uint8(images):
     """HR range [-1, 1] (any float dtype) -> uint8, rounded and clipped."""
     images = (tf.cast(images, tf.float32) + 1.0) * 127.5
     return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-
-
-def lr_to_hr_range(images):
-    """LR range [0, 1] -> HR range [-1, 1] (e.g. for a bicubic baseline shown beside SR)."""
-    return images * 2.0 - 1.0
-
-
-def hr_to_unit(images):
-    """HR range [-1, 1] -> [0, 1] (for image summaries and metrics)."""
-    return (tf.cast(images, tf.float32) + 1.0) / 2.0
 
 
 def generate_uint8(generator, lr_uint8):

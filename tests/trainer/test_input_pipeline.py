@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from data_prep import schema
 from tests import fixtures
+from trainer import config as config_lib
 from trainer import input_pipeline, value_range
 
 SCALE = 4
@@ -74,18 +75,24 @@ def orientation(lr_patch):
     return rows_vary_down, rows[-1, -1] > rows[0, 0], cols[-1, -1] > cols[0, 0]
 
 
+def train_stream(data_dir, seed=None, input_context=None, corrupt_counter=None, **fields):
+    """make_train_dataset of a freshly opened data_dir with an InputConfig of `fields`."""
+    source = input_pipeline.open_dataset(data_dir)
+    config = config_lib.InputConfig(**fields)
+    return input_pipeline.make_train_dataset(source, config, seed, input_context, corrupt_counter)
+
+
 @pytest.mark.parametrize("cache", [False, True])
 def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir, cache):
-    config = input_pipeline.TrainInputConfig(
+    dataset = train_stream(
         coded_dir,
+        seed=0,
         hr_patch_size=16,
         global_batch_size=8,
         crops_per_image=4,
         shuffle_buffer=32,
-        seed=0,
         cache_decoded_images=cache,
     )
-    dataset = input_pipeline.make_train_dataset(config)
     orientations, origins = set(), set()
     for lr, hr in dataset.take(20):
         assert lr.shape == (8, 4, 4, 3) and hr.shape == (8, 16, 16, 3)
@@ -103,15 +110,15 @@ def test_train_patches_are_exactly_aligned_under_augmentation(coded_dir, cache):
 
 def test_seed_makes_stream_reproducible(coded_dir):
     def first_batches(seed):
-        config = input_pipeline.TrainInputConfig(
+        dataset = train_stream(
             coded_dir,
+            seed=seed,
             hr_patch_size=16,
             global_batch_size=4,
             crops_per_image=2,
             shuffle_buffer=8,
-            seed=seed,
         )
-        return [hr.numpy() for _, hr in input_pipeline.make_train_dataset(config).take(5)]
+        return [hr.numpy() for _, hr in dataset.take(5)]
 
     for a, b in zip(first_batches(7), first_batches(7), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -122,10 +129,13 @@ def test_seed_makes_stream_reproducible(coded_dir):
 
 def test_per_replica_batches_add_up_under_mirrored_strategy(coded_dir):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    config = input_pipeline.TrainInputConfig(
-        coded_dir, hr_patch_size=16, global_batch_size=6, crops_per_image=2, shuffle_buffer=8
+    config = config_lib.InputConfig(
+        hr_patch_size=16, global_batch_size=6, crops_per_image=2, shuffle_buffer=8
     )
-    dist = strategy.distribute_datasets_from_function(input_pipeline.train_dataset_fn(config))
+    source = input_pipeline.open_dataset(coded_dir)
+    dist = strategy.distribute_datasets_from_function(
+        input_pipeline.train_dataset_fn(source, config)
+    )
     lr, hr = next(iter(dist))
     lr_parts = strategy.experimental_local_results(lr)
     hr_parts = strategy.experimental_local_results(hr)
@@ -134,12 +144,20 @@ def test_per_replica_batches_add_up_under_mirrored_strategy(coded_dir):
     assert sum(part.shape[0] for part in lr_parts) == config.global_batch_size
 
 
-def image_ids(config, num_pipelines, pipeline_id, batches=5):
+def image_ids(data_dir, num_pipelines, pipeline_id, batches=5):
     """The image ids (coded in the blue channel) one input pipeline's patches come from."""
     context = tf.distribute.InputContext(
         num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id
     )
-    dataset = input_pipeline.make_train_dataset(config, context)
+    dataset = train_stream(
+        data_dir,
+        seed=1,
+        input_context=context,
+        hr_patch_size=16,
+        global_batch_size=4,
+        crops_per_image=2,
+        shuffle_buffer=8,
+    )
     blue = np.concatenate([to_uint8(lr, hr)[0][..., 2].ravel() for lr, hr in dataset.take(batches)])
     return set((blue // 10).tolist())
 
@@ -148,15 +166,7 @@ def image_ids(config, num_pipelines, pipeline_id, batches=5):
 def test_input_pipelines_read_disjoint_examples(tmp_path, num_shards):
     items = [(f"img{i}", *block_coded_hr(12, 16, i)) for i in range(6)]
     write_pairs(str(tmp_path), {"train": items}, num_shards=num_shards)
-    config = input_pipeline.TrainInputConfig(
-        str(tmp_path),
-        hr_patch_size=16,
-        global_batch_size=4,
-        crops_per_image=2,
-        shuffle_buffer=8,
-        seed=1,
-    )
-    first, second = image_ids(config, 2, 0), image_ids(config, 2, 1)
+    first, second = image_ids(str(tmp_path), 2, 0), image_ids(str(tmp_path), 2, 1)
     assert first == {0, 2, 4} and second == {1, 3, 5}
 
 
@@ -165,20 +175,18 @@ def test_validation_sees_every_example_once_full_and_cropped(tmp_path):
     fixtures.write_dataset(
         str(tmp_path), {"validation": [(f"v{i}", hr) for i, hr in enumerate(hrs)]}
     )
-    full = list(input_pipeline.make_validation_dataset(str(tmp_path)))
+    source = input_pipeline.open_dataset(str(tmp_path))
+    full = list(input_pipeline.make_validation_dataset(source))
     assert sorted(e["key"][0].numpy().decode() for e in full) == [f"v{i}" for i in range(5)]
     for element in full:
         i = int(element["key"][0].numpy().decode()[1:])
-        np.testing.assert_array_equal(value_range.hr_to_uint8(element["hr"][0]), hrs[i])
-        np.testing.assert_array_equal(
-            tf.cast(tf.round(element["lr"][0] * 255), tf.uint8), fixtures.downscale(hrs[i], 4)
-        )
-    again = [e["key"][0].numpy() for e in input_pipeline.make_validation_dataset(str(tmp_path))]
+        assert element["lr"].dtype == element["hr"].dtype == tf.uint8  # consumers convert once
+        np.testing.assert_array_equal(element["hr"][0], hrs[i])
+        np.testing.assert_array_equal(element["lr"][0], fixtures.downscale(hrs[i], 4))
+    again = [e["key"][0].numpy() for e in input_pipeline.make_validation_dataset(source)]
     assert again == [e["key"][0].numpy() for e in full]  # deterministic order
 
-    cropped = list(
-        input_pipeline.make_validation_dataset(str(tmp_path), hr_crop_size=16, batch_size=2)
-    )
+    cropped = list(input_pipeline.make_validation_dataset(source, hr_crop_size=16, batch_size=2))
     assert [e["key"].shape[0] for e in cropped] == [2, 2, 1]
     for element in cropped:
         assert element["lr"].shape[1:] == (4, 4, 3) and element["hr"].shape[1:] == (16, 16, 3)
@@ -186,37 +194,45 @@ def test_validation_sees_every_example_once_full_and_cropped(tmp_path):
     key = cropped[0]["key"][0].numpy().decode()
     hr = hrs[int(key[1:])]
     top, left = ((hr.shape[0] // 4 - 4) // 2) * 4, ((hr.shape[1] // 4 - 4) // 2) * 4
-    np.testing.assert_array_equal(
-        value_range.hr_to_uint8(hr_first), hr[top : top + 16, left : left + 16]
-    )
+    np.testing.assert_array_equal(hr_first, hr[top : top + 16, left : left + 16])
     assert lr_first.shape == (4, 4, 3)
 
 
 def test_open_dataset_refuses_what_it_cannot_serve(tmp_path, coded_dir):
     with pytest.raises(FileNotFoundError, match="has no manifest.json"):
         input_pipeline.open_dataset(str(tmp_path / "nothing"))
+    source = input_pipeline.open_dataset(coded_dir)
     with pytest.raises(ValueError, match="larger than the smallest image"):
-        input_pipeline.open_dataset(coded_dir, hr_patch_size=52, split="train")  # LR 13 > 12
+        input_pipeline.check_split(source, "train", hr_patch_size=52)  # LR 13 > 12
     with pytest.raises(ValueError, match="multiple of the dataset's scale 4"):
-        input_pipeline.open_dataset(coded_dir, hr_patch_size=18, split="train")
+        input_pipeline.check_split(source, "train", hr_patch_size=18)
     with pytest.raises(ValueError, match="no split 'test'"):
-        input_pipeline.open_dataset(coded_dir, split="test")
+        input_pipeline.check_split(source, "test")
     with pytest.raises(ValueError, match="batch_size must be 1"):
-        input_pipeline.make_validation_dataset(coded_dir, batch_size=2)
+        input_pipeline.make_validation_dataset(source, batch_size=2)
     with pytest.raises(ValueError, match="crops_per_image must be >= 1"):
-        input_pipeline.make_train_dataset(
-            input_pipeline.TrainInputConfig(coded_dir, hr_patch_size=16, crops_per_image=0)
-        )
-    input_pipeline.open_dataset(coded_dir, hr_patch_size=48, split="train")  # LR 12 fits
+        config_lib.InputConfig(hr_patch_size=16, crops_per_image=0)
+    with pytest.raises(ValueError, match="larger than the smallest image"):
+        train_stream(coded_dir, hr_patch_size=52)
+    input_pipeline.check_split(source, "train", hr_patch_size=48)  # LR 12 fits
 
     empty = str(tmp_path / "empty")
     fixtures.write_dataset(empty, {"train": [("a", fixtures.make_image(16, 16))], "validation": []})
     with pytest.raises(ValueError, match="split 'validation' is empty"):
-        input_pipeline.make_validation_dataset(empty)
+        input_pipeline.make_validation_dataset(input_pipeline.open_dataset(empty))
 
     os.remove(os.path.join(coded_dir, schema.shard_name("train", 1, 2)))
     with pytest.raises(FileNotFoundError, match="names shard train-00001-of-00002.tfrecord"):
-        input_pipeline.make_train_dataset(input_pipeline.TrainInputConfig(coded_dir))
+        input_pipeline.open_dataset(coded_dir)
+
+
+def test_streams_use_the_opened_manifest_without_reading_it_again(coded_dir):
+    source = input_pipeline.open_dataset(coded_dir)
+    os.remove(schema.manifest_path(coded_dir))
+    config = config_lib.InputConfig(16, 2, crops_per_image=2, shuffle_buffer=8)
+    lr, hr = next(iter(input_pipeline.make_train_dataset(source, config)))
+    assert lr.shape == (2, 4, 4, 3) and hr.shape == (2, 16, 16, 3)
+    assert len(list(input_pipeline.make_validation_dataset(source))) == 3
 
 
 def corrupt_dataset(out_dir, damage):
@@ -245,14 +261,15 @@ def corrupt_dataset(out_dir, damage):
             f.write(data[: len(data) - 100])  # the second record loses its end
 
 
-def corrupt_config(data_dir, skip_corrupt=False):
-    return input_pipeline.TrainInputConfig(
+def corrupt_stream(data_dir, skip_corrupt=False, corrupt_counter=None):
+    return train_stream(
         data_dir,
+        seed=0,
+        corrupt_counter=corrupt_counter,
         hr_patch_size=16,
         global_batch_size=2,
         crops_per_image=1,
         shuffle_buffer=2,
-        seed=0,
         skip_corrupt=skip_corrupt,
     )
 
@@ -263,7 +280,7 @@ def test_corrupt_record_is_an_error_naming_its_shard(tmp_path, damage):
     with pytest.raises(
         tf.errors.InvalidArgumentError, match=r"Corrupt record(.|\n)*train-00001-of-00002\.tfrecord"
     ):
-        for _ in input_pipeline.make_train_dataset(corrupt_config(str(tmp_path))).take(20):
+        for _ in corrupt_stream(str(tmp_path)).take(20):
             pass
 
 
@@ -271,9 +288,8 @@ def test_corrupt_record_is_an_error_naming_its_shard(tmp_path, damage):
 def test_skip_corrupt_skips_and_counts(tmp_path, damage, bad_per_pass):
     corrupt_dataset(str(tmp_path), damage)
     counter = tf.Variable(0, dtype=tf.int64)
-    config = corrupt_config(str(tmp_path), skip_corrupt=True)
     # 20 batches of 2 one-crop pairs: 40 good records, i.e. at least 10 passes over the files.
-    batches = list(input_pipeline.make_train_dataset(config, corrupt_counter=counter).take(20))
+    batches = list(corrupt_stream(str(tmp_path), True, counter).take(20))
     assert len(batches) == 20
     assert counter.numpy() >= bad_per_pass * 9  # on (nearly) every pass
 
@@ -281,9 +297,10 @@ def test_skip_corrupt_skips_and_counts(tmp_path, damage, bad_per_pass):
 def test_gzip_shards_are_read(tmp_path):
     items = [(f"k{i}", fixtures.make_image(32, 32, seed=i)) for i in range(3)]
     fixtures.write_dataset(str(tmp_path), {"train": items, "validation": items}, compressed=True)
-    config = input_pipeline.TrainInputConfig(
+    dataset = train_stream(
         str(tmp_path), hr_patch_size=16, global_batch_size=4, crops_per_image=2, shuffle_buffer=4
     )
-    lr, hr = next(iter(input_pipeline.make_train_dataset(config)))
+    lr, hr = next(iter(dataset))
     assert lr.shape == (4, 4, 4, 3) and hr.shape == (4, 16, 16, 3)
-    assert len(list(input_pipeline.make_validation_dataset(str(tmp_path)))) == 3
+    source = input_pipeline.open_dataset(str(tmp_path))
+    assert len(list(input_pipeline.make_validation_dataset(source))) == 3

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_prep import schema
 from tests import fixtures
-from trainer import loss_scaling, losses, models, perceptual, steps, value_range
+from trainer import config, loss_scaling, losses, models, perceptual, steps, value_range
 
 GLOBAL_BATCH = 4
 HR_SIZE = 32
@@ -67,16 +68,12 @@ def _run(
             d_opt = steps.create_optimizer(
                 1e-3, 0.9, 0.999, mixed_precision, discriminator.trainable_variables
             )
-    config = steps.StepConfig(
-        phase=phase,
-        global_batch_size=GLOBAL_BATCH,
-        steps_per_loop=steps_per_loop,
-        xla=xla,
-        mixed_precision=mixed_precision,
+    step_config = config.StepConfig(
+        phase=phase, xla=steps.resolve_xla_mode(xla, strategy), steps_per_loop=steps_per_loop
     )
     loop_fn = steps.build_train_loop_fn(
         strategy,
-        config,
+        step_config,
         generator,
         discriminator,
         content_model,
@@ -121,7 +118,7 @@ def test_gan_step_on_two_replicas_with_vgg54_updates_both_models():
     assert results[0]["g_loss"] == pytest.approx(expected_g, rel=1e-5)
 
 
-@pytest.mark.parametrize("phase", steps.PHASES)
+@pytest.mark.parametrize("phase", config.PHASES)
 def test_xla_step_gives_the_same_losses_as_off_on_one_device(phase):
     off, _, _ = _run(_one_device(), phase, xla="off", loops=2, steps_per_loop=1)
     compiled, _, _ = _run(_one_device(), phase, xla="step", loops=2, steps_per_loop=1)
@@ -195,7 +192,9 @@ def test_resolve_xla_mode_defaults_and_bad_values():
     with pytest.raises(ValueError, match="xla must be one of"):
         steps.resolve_xla_mode("jit", _one_device())
     with pytest.raises(ValueError, match="phase must be one of"):
-        steps.StepConfig(phase="finetune", global_batch_size=4)
+        config.StepConfig(phase="finetune")
+    with pytest.raises(ValueError, match="xla must be one of"):
+        config.StepConfig(phase=config.PRETRAIN, xla="default")  # resolved before, not here
 
 
 def test_losses_per_example_values():
@@ -213,4 +212,14 @@ def test_losses_per_example_values():
     # Each of 2 replicas holds 2 of a global batch of 4: its share of the global mean.
     assert float(losses.average(tf.constant([1.0, 3.0]), global_batch_size=4)) == 1.0
     with pytest.raises(ValueError, match="pixel_loss must be one of"):
-        losses.LossConfig(pixel_loss="l2")
+        config.LossConfig(pixel_loss="l2")
+
+
+@pytest.mark.parametrize("scale", schema.SCALES)
+def test_generator_builds_every_scale_with_its_subpixel_stages(scale):
+    generator = models.srresnet_generator(scale=scale, num_blocks=1, channels=4, bicubic_skip=True)
+    shuffles = [layer.block_size for layer in generator.layers if hasattr(layer, "block_size")]
+    assert shuffles == {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}[scale]
+    assert generator(tf.zeros([1, 5, 7, 3])).shape == (1, 5 * scale, 7 * scale, 3)
+    with pytest.raises(ValueError, match=r"scale must be one of \(2, 3, 4, 8\)"):
+        models.srresnet_generator(scale=6)

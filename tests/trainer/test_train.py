@@ -1,8 +1,7 @@
 """The training loop and CLI on a tiny dataset: 2-replica MirroredStrategy (conftest splits the
-CPU), checkpoints, summaries, resume, the GAN phase's start, SIGTERM, non-finite losses and a
-2-process MultiWorkerMirroredStrategy run."""
+CPU), checkpoints, summaries, resume, the GAN phase's start, SIGTERM, non-finite losses, a x3
+dataset, the manifest read once, and a 2-process MultiWorkerMirroredStrategy run."""
 
-import dataclasses
 import glob
 import json
 import os
@@ -17,8 +16,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from data_prep import schema
 from tests import fixtures
-from trainer import generator_store, loop, train_state
+from trainer import config as config_lib
+from trainer import generator_store, input_pipeline, loop
 from trainer import strategy as strategy_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,39 +39,68 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def source(data_dir):
+    return input_pipeline.open_dataset(data_dir)
+
+
+@pytest.fixture(scope="module")
 def strategy():
     strategy = strategy_lib.create_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     return strategy
 
 
-def _config(data_dir, model_dir, **overrides):
-    tiny = dict(
-        data_dir=data_dir,
+def _config(
+    model_dir,
+    phase=config_lib.PRETRAIN,
+    train_steps=4,
+    steps_per_loop=2,
+    checkpoint_steps=2,
+    eval_steps=0,
+    image_steps=0,
+    learning_rates=(1e-4,),
+    replay_input_on_resume=False,
+    scale=4,
+    hr_patch_size=32,
+):
+    """A tiny RunConfig: 1-block 8-channel generator, batch 4, 32-px HR patches, seeded."""
+    return config_lib.RunConfig(
         model_dir=model_dir,
-        train_steps=4,
-        global_batch_size=4,
-        hr_patch_size=32,
-        num_blocks=1,
-        channels=8,
-        steps_per_loop=2,
-        checkpoint_steps=2,
-        log_steps=2,
-        perceptual_network="vgg54",
-        perceptual_weights="none",
-        xla="off",
+        generator=config_lib.GeneratorConfig(scale=scale, num_blocks=1, channels=8),
+        step=config_lib.StepConfig(
+            phase=phase,
+            xla="off",
+            steps_per_loop=steps_per_loop,
+            loss=config_lib.LossConfig(perceptual_weights="none"),
+        ),
+        input=config_lib.InputConfig(
+            hr_patch_size=hr_patch_size, global_batch_size=4, crops_per_image=2, shuffle_buffer=8
+        ),
+        schedule=config_lib.ScheduleConfig(train_steps=train_steps, learning_rates=learning_rates),
+        reporting=config_lib.ReportingConfig(
+            checkpoint_steps=checkpoint_steps,
+            log_steps=2,
+            eval_steps=eval_steps,
+            image_steps=image_steps,
+        ),
         seed=0,
-        crops_per_image=2,
-        shuffle_buffer=8,
+        replay_input_on_resume=replay_input_on_resume,
     )
-    return loop.TrainConfig(**{**tiny, **overrides})
 
 
 @pytest.fixture(scope="module")
 def pretrained(data_dir, strategy, tmp_path_factory):
-    """A model_dir after 4 pretrain steps with validation and images at step 4."""
+    """A model_dir after 4 pretrain steps with validation and images at step 4.
+
+    The run reads its own copy of the dataset, whose manifest.json is deleted once opened: it
+    trains, validates and draws grids from the Manifest read once, never from the directory.
+    """
+    copy = str(tmp_path_factory.mktemp("data_copy") / "data")
+    shutil.copytree(data_dir, copy)
+    source = input_pipeline.open_dataset(copy)
+    os.remove(schema.manifest_path(copy))
     model_dir = str(tmp_path_factory.mktemp("model"))
-    step, metrics = loop.train(_config(data_dir, model_dir, eval_steps=4, image_steps=4), strategy)
+    step, metrics = loop.train(_config(model_dir, eval_steps=4, image_steps=4), source, strategy)
     assert step == 4 and np.isfinite(metrics["pixel_loss"])
     return model_dir
 
@@ -99,7 +129,7 @@ def _summary_tags(directory):
 
 def _restored_values(controller):
     """The controller's variables, in the checkpoint's naming, as numpy arrays."""
-    prefix = os.path.join(controller.write_dir, "restored_copy")
+    prefix = os.path.join(controller.manager.directory, "restored_copy")
     return _checkpoint_values(controller.checkpoint.write(prefix))
 
 
@@ -125,9 +155,11 @@ def test_pretrain_writes_checkpoints_step_summaries_and_images(pretrained):
     assert (config.scale, config.num_blocks, config.channels) == (4, 1, 8)
 
 
-def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, data_dir, strategy):
+def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, source, strategy):
     model_dir = pretrained
-    controller = loop.Controller(_config(data_dir, model_dir, phase="gan", train_steps=2), strategy)
+    controller = loop.build_controller(
+        _config(model_dir, phase=config_lib.GAN, train_steps=2), source, strategy
+    )
     pretrain_generator, _, _ = generator_store.load_generator(
         os.path.join(model_dir, "pretrain", "ckpt-4")
     )
@@ -151,7 +183,9 @@ def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, dat
     names = set(_checkpoint_values(gan_prefix))
     assert any(n.startswith("discriminator/") for n in names)
     assert any(n.startswith("d_optimizer/") for n in names)
-    resumed = loop.Controller(_config(data_dir, model_dir, phase="gan", train_steps=4), strategy)
+    resumed = loop.build_controller(
+        _config(model_dir, phase=config_lib.GAN, train_steps=4), source, strategy
+    )
     assert resumed.state.step() == 2
     saved = _checkpoint_values(gan_prefix)
     restored = _restored_values(resumed)
@@ -160,12 +194,12 @@ def test_gan_starts_from_pretrain_generator_then_resumes_its_own(pretrained, dat
 
 
 def test_resume_restores_identical_state_and_continues_to_the_total(
-    pretrained, data_dir, strategy, tmp_path
+    pretrained, source, strategy, tmp_path
 ):
     model_dir = str(tmp_path / "model")
     shutil.copytree(pretrained, model_dir, ignore=shutil.ignore_patterns("gan"))
     saved = _checkpoint_values(os.path.join(model_dir, "pretrain", "ckpt-4"))
-    controller = loop.Controller(_config(data_dir, model_dir, train_steps=6), strategy)
+    controller = loop.build_controller(_config(model_dir, train_steps=6), source, strategy)
     assert controller.state.step() == 4
     restored = _restored_values(controller)
     assert set(saved) <= set(restored)
@@ -177,13 +211,11 @@ def test_resume_restores_identical_state_and_continues_to_the_total(
 
 
 def test_interrupted_run_with_input_replay_matches_the_uninterrupted_run(
-    data_dir, strategy, tmp_path
+    source, strategy, tmp_path
 ):
     def run(model_dir, train_steps):
-        config = _config(
-            data_dir, str(model_dir), train_steps=train_steps, replay_input_on_resume=True
-        )
-        loop.train(config, strategy)
+        config = _config(str(model_dir), train_steps=train_steps, replay_input_on_resume=True)
+        loop.train(config, source, strategy)
         return _checkpoint_values(tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")))
 
     uninterrupted = run(tmp_path / "uninterrupted", 4)
@@ -194,18 +226,21 @@ def test_interrupted_run_with_input_replay_matches_the_uninterrupted_run(
         np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_non_finite_loss_stops_without_saving(pretrained, data_dir, strategy, tmp_path):
+def test_non_finite_loss_stops_without_saving(pretrained, source, strategy, tmp_path):
     model_dir = str(tmp_path / "model")
     shutil.copytree(pretrained, model_dir, ignore=shutil.ignore_patterns("gan"))
     prefix = os.path.join(model_dir, "pretrain", "ckpt-4")
     before = _checkpoint_values(prefix)
     # A NaN learning rate: the first update poisons the weights, the next loss is NaN.
-    diverging = dataclasses.replace(
-        _config(data_dir, model_dir, train_steps=10, steps_per_loop=1, checkpoint_steps=100),
-        optimizer=train_state.OptimizerConfig(learning_rates=(float("nan"),)),
+    diverging = _config(
+        model_dir,
+        train_steps=10,
+        steps_per_loop=1,
+        checkpoint_steps=100,
+        learning_rates=(float("nan"),),
     )
     with pytest.raises(loop.NonFiniteLossError, match=r"Non-finite loss at step 6.*ckpt-4"):
-        loop.train(diverging, strategy)
+        loop.train(diverging, source, strategy)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain")) == prefix
     after = _checkpoint_values(prefix)
     for name, value in before.items():
@@ -236,7 +271,9 @@ def _env(**extra):
     return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data_dir, strategy, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
+    data_dir, source, strategy, tmp_path
+):
     model_dir = str(tmp_path / "model")
     command = _train_command(
         data_dir,
@@ -263,13 +300,30 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(data_dir, str
     stopped_at = _saved_step(prefix)
     assert stopped_at >= 3 and prefix.endswith(f"ckpt-{stopped_at}")
     assert f"stopped at step {stopped_at}/100000" in "".join(log)
-    config = _config(data_dir, model_dir, train_steps=stopped_at + 2, steps_per_loop=1)
-    controller = loop.Controller(config, strategy)
+    config = _config(model_dir, train_steps=stopped_at + 2, steps_per_loop=1)
+    controller = loop.build_controller(config, source, strategy)
     assert controller.state.step() == stopped_at
     controller.run()
     assert _saved_step(tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain"))) == (
         stopped_at + 2
     )
+
+
+def test_a_x3_dataset_trains_and_its_generator_upscales_x3(strategy, tmp_path):
+    data_dir, model_dir = str(tmp_path / "data"), str(tmp_path / "model")
+    images = [(f"t{i}", fixtures.make_image(48, 48, seed=i)) for i in range(2)]
+    fixtures.write_dataset(data_dir, {"train": images}, scale=3)
+    source = input_pipeline.open_dataset(data_dir)
+    with pytest.raises(ValueError, match="configured for x4; the dataset .* is x3"):
+        loop.build_controller(_config(model_dir), source, strategy)
+
+    config = _config(model_dir, train_steps=2, scale=3, hr_patch_size=24)
+    step, metrics = loop.train(config, source, strategy)
+
+    assert step == 2 and np.isfinite(metrics["pixel_loss"])
+    generator, generator_config, prefix = generator_store.load_generator(model_dir)
+    assert generator_config.scale == 3 and prefix.endswith("ckpt-2")
+    assert generator(np.zeros([1, 5, 6, 3], np.float32)).shape == (1, 15, 18, 3)
 
 
 def _free_ports(count):

@@ -1,0 +1,263 @@
+"""A training run's configuration: one tree of frozen dataclasses, each field validated here.
+
+  RunConfig
+    generator  GeneratorConfig   what generator.json records (scale from the dataset's manifest)
+    input      InputConfig       the training stream (patch size, global batch, crops, shuffle)
+    step       StepConfig        what one step does (phase, losses, XLA mode, steps per call)
+      loss     LossConfig
+    optimizer  OptimizerConfig   Adam and mixed precision
+    schedule   ScheduleConfig    total steps and the piecewise-constant learning rates
+    reporting  ReportingConfig   checkpoint, log, validation and image intervals
+
+trainer/train.py builds the tree from its flags; library code takes the parts it needs. Phase
+names and XLA modes are declared here and nowhere else. Plain Python: importing this module
+does not import TensorFlow.
+"""
+
+import dataclasses
+
+from data_prep import schema
+
+PRETRAIN = "pretrain"
+GAN = "gan"
+PHASES = (PRETRAIN, GAN)
+
+# What the step compiles with (see trainer.steps); XLA_DEFAULT is resolved against the strategy
+# (steps.resolve_xla_mode) before a StepConfig is made, so a StepConfig holds a real mode.
+XLA_MODES = ("off", "step", "auto")
+XLA_DEFAULT = "default"
+
+PIXEL_LOSSES = ("mse", "l1")
+
+
+def _positive(owner, **values):
+    for name, value in values.items():
+        if value is None or value < 1:
+            raise ValueError(f"{owner}.{name} must be >= 1, got {value}.")
+
+
+def _choice(owner, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{owner}.{name} must be one of {choices}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """The SRResNet builder arguments (MODEL_DIR/generator.json; the export records them too).
+
+    Attributes:
+      scale: upscale factor, one of data_prep.schema.SCALES (from the dataset's manifest).
+      num_blocks: residual blocks (16 in the paper).
+      channels: feature channels (64 in the paper).
+      bicubic_skip: the generator adds the bicubic upscale of its input (learns the residual).
+    """
+
+    scale: int
+    num_blocks: int = 16
+    channels: int = 64
+    bicubic_skip: bool = False
+
+    def __post_init__(self):
+        _choice("GeneratorConfig", "scale", self.scale, schema.SCALES)
+        _positive("GeneratorConfig", num_blocks=self.num_blocks, channels=self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """The training stream (trainer.input_pipeline.make_train_dataset).
+
+    Attributes:
+      hr_patch_size: HR patch side; the LR patch side is hr_patch_size // scale.
+      global_batch_size: pairs per step over all replicas (the step averages its losses over
+        the batch it receives, so this is the one place the batch size is set and checked).
+      crops_per_image: random patches taken from each decoded image.
+      shuffle_buffer: patch pairs in the shuffle buffer (uint8, ~29 KB each at HR 96).
+      skip_corrupt: skip records that do not decode (each one logged and counted) instead of
+        failing with an error that names the shard.
+      split: the manifest split to read.
+      cache_decoded_images: decode each image once and keep it in memory (uint8 LR + HR,
+        about (1 + scale^2) * 3 bytes per LR pixel: ~125 MB for 50 1024x768 x4 pairs). Removes
+        PNG decoding after the first epoch; only for splits that fit in host RAM.
+    """
+
+    hr_patch_size: int = 96
+    global_batch_size: int = 16
+    crops_per_image: int = 16
+    shuffle_buffer: int = 1024
+    skip_corrupt: bool = False
+    split: str = schema.TRAIN
+    cache_decoded_images: bool = False
+
+    def __post_init__(self):
+        _positive(
+            "InputConfig",
+            hr_patch_size=self.hr_patch_size,
+            global_batch_size=self.global_batch_size,
+            crops_per_image=self.crops_per_image,
+            shuffle_buffer=self.shuffle_buffer,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss choices and weights (the paper's defaults).
+
+    Attributes:
+      pixel_loss: "mse" or "l1": the pretrain (SRResNet) loss, and the GAN phase's pixel term.
+      content_weight: weight of the perceptual (feature) loss in the GAN phase.
+      adversarial_weight: weight of the generator's adversarial loss (1e-3 in the paper).
+      pixel_weight: weight of the pixel loss in the GAN phase (0 in the paper).
+      perceptual_network: the content-loss feature network (trainer.perceptual.NETWORKS).
+      perceptual_weights: "imagenet", "none" (random: tests only) or a no-top weights file.
+    """
+
+    pixel_loss: str = "mse"
+    content_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    pixel_weight: float = 0.0
+    perceptual_network: str = "vgg54"
+    perceptual_weights: str = "imagenet"
+
+    def __post_init__(self):
+        _choice("LossConfig", "pixel_loss", self.pixel_loss, PIXEL_LOSSES)
+        for name in ("content_weight", "adversarial_weight", "pixel_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}.")
+        from trainer import perceptual  # noqa: PLC0415 (keras: only once a config is made)
+
+        _choice(
+            "LossConfig", "perceptual_network", self.perceptual_network, tuple(perceptual.NETWORKS)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What one training step does (trainer.steps.build_train_loop_fn).
+
+    Attributes:
+      phase: PRETRAIN (generator, pixel loss) or GAN (discriminator then generator update).
+      xla: the resolved XLA mode, one of XLA_MODES (steps.resolve_xla_mode picks it).
+      steps_per_loop: steps run by one call of the train loop function.
+      loss: loss choices and weights.
+    """
+
+    phase: str
+    xla: str = "off"
+    steps_per_loop: int = 1
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        _choice("StepConfig", "phase", self.phase, PHASES)
+        _choice("StepConfig", "xla", self.xla, XLA_MODES)
+        _positive("StepConfig", steps_per_loop=self.steps_per_loop)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam for every model of the phase; mixed_float16 models with dynamic loss scaling."""
+
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    mixed_precision: bool = False
+
+    def __post_init__(self):
+        for name in ("beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"OptimizerConfig.{name} must be in [0, 1), got {getattr(self, name)}."
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How long the phase runs and its piecewise-constant learning rate.
+
+    Attributes:
+      train_steps: total steps of the phase (a resumed run continues to this total).
+      learning_rates: one more value than lr_boundaries.
+      lr_boundaries: increasing positive steps at which the next learning rate starts.
+    """
+
+    train_steps: int = 1000
+    learning_rates: tuple = (1e-4,)
+    lr_boundaries: tuple = ()
+
+    def __post_init__(self):
+        _positive("ScheduleConfig", train_steps=self.train_steps)
+        object.__setattr__(self, "learning_rates", tuple(float(v) for v in self.learning_rates))
+        object.__setattr__(self, "lr_boundaries", tuple(int(b) for b in self.lr_boundaries))
+        values, boundaries = self.learning_rates, self.lr_boundaries
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(
+                f"{len(values)} learning rates need {len(values) - 1} boundaries, got "
+                f"{len(boundaries)} ({list(boundaries)})."
+            )
+        if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:], strict=False)) or (
+            boundaries and boundaries[0] <= 0
+        ):
+            raise ValueError(
+                f"Learning-rate boundaries must be positive and increasing: {list(boundaries)}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportingConfig:
+    """Intervals in steps; 0 turns validation or image grids off."""
+
+    checkpoint_steps: int = 1000
+    max_checkpoints: int = 5
+    log_steps: int = 100
+    eval_steps: int = 0
+    image_steps: int = 0
+    num_grid_images: int = 4
+
+    def __post_init__(self):
+        _positive(
+            "ReportingConfig",
+            checkpoint_steps=self.checkpoint_steps,
+            max_checkpoints=self.max_checkpoints,
+            log_steps=self.log_steps,
+            num_grid_images=self.num_grid_images,
+        )
+        for name in ("eval_steps", "image_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ReportingConfig.{name} must be >= 0, got {getattr(self, name)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One phase of training. Step counts are totals for the phase (a resumed run continues).
+
+    Attributes:
+      model_dir: checkpoints (MODEL_DIR/<phase>/), summaries, images and generator.json.
+      generator: the generator to build.
+      step: the step (its phase is the run's phase).
+      input: the training stream.
+      optimizer: Adam and mixed precision.
+      schedule: total steps and learning rates.
+      reporting: checkpoint / log / validation / image intervals.
+      init_checkpoint: a checkpoint prefix whose generator starts a phase that has no checkpoint
+        of its own (GAN default: the pretrain phase's latest).
+      seed: seeds the weights and the input stream (None: non-deterministic, fastest).
+      replay_input_on_resume: with a seed, a resumed run skips the batches already consumed
+        and continues the uninterrupted run's exact stream (trainer.train_input).
+    """
+
+    model_dir: str
+    generator: GeneratorConfig
+    step: StepConfig
+    input: InputConfig = InputConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    reporting: ReportingConfig = ReportingConfig()
+    init_checkpoint: str | None = None
+    seed: int | None = None
+    replay_input_on_resume: bool = False
+
+    def __post_init__(self):
+        if not self.model_dir:
+            raise ValueError("RunConfig.model_dir is required.")
+
+    @property
+    def phase(self):
+        return self.step.phase
