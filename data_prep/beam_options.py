@@ -14,7 +14,8 @@ worker reads at start (--default_sdk_harness_log_level, --sdk_harness_log_level_
 Two lines per worker come before it reads any option and no option or environment variable
 reaches them: importing Beam logs the apitools notice (below) on the root logger, which has no
 handler yet, so `logging.basicConfig` gives it a stderr handler; the worker then sets the root
-level to INFO and logs "Logging handler created.".
+level to INFO and logs "Logging handler created.". The entry drops those two (WORKER_START_NOISE)
+from the stderr the workers inherit, with srgan_cli.stderr_without.
 
 Beam is imported on first use (inside the functions), so that an entry can call
 `hide_import_notices()` before anything imports Beam.
@@ -29,6 +30,8 @@ import srgan_cli
 # Beam's base install logs this on the root logger at import, from a module only BigQuery IO
 # uses (its google-apitools dependency comes with apache-beam[gcp]); the job never needs it.
 _IMPORT_NOTICES = ("apitools not found, and bigquery client libraries are not available",)
+# The two lines each local SDK worker prints before it reads any option (see above).
+WORKER_START_NOISE = (*_IMPORT_NOTICES, "INFO:__main__:Logging handler created.")
 
 # Loggers of the SDK worker processes (DirectRunner multi_processing) whose warnings are local
 # runner artefacts, silenced in the workers with Beam's own per-logger level option:

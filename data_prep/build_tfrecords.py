@@ -120,7 +120,9 @@ def main(argv):
         own = flags.FLAGS.get_flags_for_module(sys.modules[__name__])
         args = {flag.name: flag.value for flag in own}
         options = beam_options.pipeline_options(beam_args, quiet=not verbose)
-        result = pipeline.run(config, options, {**args, "beam_args": beam_args})
+        noise = () if verbose else beam_options.WORKER_START_NOISE
+        with srgan_cli.stderr_without(noise):
+            result = pipeline.run(config, options, {**args, "beam_args": beam_args})
     except ValueError as e:  # unknown arguments, JobInputError, bad flag values: user errors.
         print(f"error: {e}", file=sys.stderr)
         return 2

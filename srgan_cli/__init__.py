@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
+import threading
 
 VERBOSE_ENV = "SRGAN_VERBOSE"
 # What TensorFlow 2.21's C++ side prints while it loads and finds its devices. It logs through
@@ -47,24 +47,37 @@ def quiet_console():
 
 
 @contextlib.contextmanager
-def _stderr_without(noise):
-    """Captures file descriptor 2 (C++ writes there, not to sys.stderr) and passes on every
-    line that does not contain one of `noise`, so real errors are still shown."""
+def stderr_without(noise):
+    """Passes file descriptor 2 through a filter that drops every line containing one of `noise`.
+
+    C++ libraries and child processes write to fd 2 directly, past sys.stderr and the logging
+    module, so the filter sits on the descriptor: a pipe whose reader thread forwards every other
+    line as it arrives (real errors still show, in order). Children started inside the block
+    inherit the filtered descriptor.
+    """
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
-                if not any(marker in line for marker in noise):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+    original = os.dup(2)
+    forward = os.dup(original)  # owned by the reader thread
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not any(marker in line.decode("utf-8", "replace") for marker in noise):
+                    os.write(forward, line)
+        os.close(forward)
+
+    reader = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes this process's write end: the reader sees EOF
+        os.close(original)
+        reader.join(timeout=10)
 
 
 def import_tensorflow():
@@ -77,7 +90,7 @@ def import_tensorflow():
         import tensorflow as tf  # noqa: PLC0415
 
         return tf
-    with _stderr_without(_TF_STARTUP_NOISE):
+    with stderr_without(_TF_STARTUP_NOISE):
         import tensorflow as tf  # noqa: PLC0415
 
         tf.config.list_physical_devices()  # device discovery logs the CUDA notices

@@ -15,6 +15,7 @@ checkpoint's generator.json, the SavedModel's export metadata or the dataset's m
 import srgan_cli
 
 srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import json  # noqa: E402
 import posixpath  # noqa: E402

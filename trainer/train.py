@@ -12,6 +12,7 @@ Rerunning the same command resumes from the phase's latest checkpoint and contin
 import srgan_cli
 
 srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import sys  # noqa: E402
 
