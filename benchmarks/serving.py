@@ -200,7 +200,7 @@ def memory_table(generator, work_dir, sides, untiled_max, tiling):
 
 def main(argv):
     del argv
-    config = generator_store.GeneratorConfig(num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
+    config = generator_store.GeneratorConfig(scale=4, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
     generator = generator_store.build_generator(config)
     tiling = TilingConfig(tile_size=_TILE_SIZE.value, overlap=_TILE_OVERLAP.value)
     print(f"generator {config}, tiling {tiling}; the machine is shared: numbers are noisy.")

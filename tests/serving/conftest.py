@@ -40,7 +40,7 @@ def generator_uint8(generator, lr_uint8):
 
 
 def make_model_dir(model_dir):
-    config = generator_store.GeneratorConfig(num_blocks=1, channels=8)
+    config = generator_store.GeneratorConfig(scale=SCALE, num_blocks=1, channels=8)
     generator = generator_store.build_generator(config)
     # Random BN statistics, so that the test would notice a model exported in training mode.
     rng = np.random.default_rng(1)
