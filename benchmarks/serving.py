@@ -22,7 +22,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from serving import client_lib, contract, export_lib
+from serving import client_lib, contract, export_lib, server_process
 from serving.serving_module import TilingConfig
 from trainer import generator_store
 
@@ -70,8 +70,8 @@ def random_png(side, seed=0):
     return buffer.getvalue()
 
 
-def export(generator, base, name, tiling):
-    return export_lib.export_generator(generator, 4, base, name, tiling_config=tiling)
+def export(generator, config, base, name, tiling):
+    return export_lib.export_generator(generator, config, base, name, tiling_config=tiling)
 
 
 def time_requests(call, num_requests, concurrency):
@@ -96,28 +96,6 @@ def _row(path, concurrency, latencies, throughput):
     return f"| {path:10} | {concurrency:>3} | {p50:8.0f} | {p95:8.0f} | {throughput:8.2f} |"
 
 
-def start_server(model_base_path):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving.local_server",
-            f"--model_base_path={model_base_path}",
-            f"--model_name={_NAME}",
-            "--rest_port=0",
-            "--grpc_port=0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in process.stdout:
-        if line.startswith("serving REST on "):
-            words = line.split()
-            return process, words[3], words[6]
-    raise RuntimeError("local_server exited before serving")
-
-
 def latency_table(export_dir, model_base_path, png, num_requests, concurrencies):
     import tensorflow as tf
 
@@ -125,7 +103,8 @@ def latency_table(export_dir, model_base_path, png, num_requests, concurrencies)
     signature = model.signatures[contract.BYTES_SIGNATURE]
     batch = tf.constant([png])
     paths = {"in-process": lambda: signature(image_bytes=batch)[contract.BYTES_OUTPUT].numpy()}
-    process, rest, grpc = start_server(model_base_path)
+    server = server_process.start(model_base_path, _NAME)
+    rest, grpc = server.rest_address, server.grpc_address
     clients = [
         client_lib.ServingClient(rest, client_lib.REST, _NAME),
         client_lib.ServingClient(grpc, client_lib.GRPC, _NAME),
@@ -143,8 +122,7 @@ def latency_table(export_dir, model_base_path, png, num_requests, concurrencies)
     finally:
         for client in clients:
             client.close()
-        process.terminate()
-        process.wait()
+        server.stop()
     return rows
 
 
@@ -159,13 +137,14 @@ def memory_run(export_dir, side, out_path):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def memory_table(generator, work_dir, sides, untiled_max, tiling):
+def memory_table(generator, config, work_dir, sides, untiled_max, tiling):
     base = os.path.join(work_dir, "memory")
     untiled = TilingConfig(tile_size=max(sides), overlap=0, max_input_pixels=max(sides) ** 2)
     dirs = {
-        "untiled": export(generator, base, "untiled", untiled),
+        "untiled": export(generator, config, base, "untiled", untiled),
         "tiled": export(
             generator,
+            config,
             base,
             "tiled",
             TilingConfig(tiling.tile_size, tiling.overlap, max(sides) ** 2),
@@ -200,12 +179,14 @@ def memory_table(generator, work_dir, sides, untiled_max, tiling):
 
 def main(argv):
     del argv
-    config = generator_store.GeneratorConfig(scale=4, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value)
+    config = generator_store.GeneratorConfig(
+        scale=4, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value
+    )
     generator = generator_store.build_generator(config)
     tiling = TilingConfig(tile_size=_TILE_SIZE.value, overlap=_TILE_OVERLAP.value)
     print(f"generator {config}, tiling {tiling}; the machine is shared: numbers are noisy.")
     with tempfile.TemporaryDirectory() as work_dir:
-        export_dir = export(generator, work_dir, _NAME, tiling)
+        export_dir = export(generator, config, work_dir, _NAME, tiling)
         latency = latency_table(
             export_dir,
             os.path.join(work_dir, _NAME),
@@ -214,10 +195,15 @@ def main(argv):
             [int(c) for c in _CONCURRENCY.value],
         )
         memory = memory_table(
-            generator, work_dir, [int(s) for s in _TILED_SIZES.value], _UNTILED_MAX.value, tiling
+            generator,
+            config,
+            work_dir,
+            [int(s) for s in _TILED_SIZES.value],
+            _UNTILED_MAX.value,
+            tiling,
         )
-    size = _SIZE.value
-    print(f"\n{size}x{size} -> {4 * size}x{4 * size} PNG through serving_default:")
+    size, out = _SIZE.value, _SIZE.value * config.scale
+    print(f"\n{size}x{size} -> {out}x{out} PNG through serving_default:")
     print("\n".join(latency))
     print("\nOne image through upscale_uint8 in a fresh process after a 32x32 warm-up (ru_maxrss):")
     print("\n".join(memory))

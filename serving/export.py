@@ -1,17 +1,24 @@
 r"""Exports a trained generator as a TF Serving SavedModel.
 
-  python -m serving.export --model_dir=runs/srgan --export_base=exported --model_name=srgan
+  srgan-export --model_dir=runs/srgan --export_base=exported --model_name=srgan
+  (or python -m serving.export ...)
 
 writes exported/srgan/<next version>/ (serving_default: image bytes -> PNG bytes; upscale_uint8:
-uint8 tensors), ready for `tensorflow_model_server --model_base_path=$PWD/exported/srgan`.
+uint8 tensors; the scale and generator configuration in contract.METADATA_FILE), ready for
+`tensorflow_model_server --model_base_path=$PWD/exported/srgan`.
 """
 
-import sys
+import srgan_cli
 
-from absl import app, flags
+srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
-from serving import contract, export_lib
-from serving.serving_module import TilingConfig
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from serving import contract, export_lib, versions  # noqa: E402
+from serving.serving_module import TilingConfig  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir",
@@ -42,7 +49,8 @@ _MAX_INPUT_PIXELS = flags.DEFINE_integer(
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         tiling = TilingConfig(
             tile_size=_TILE_SIZE.value,
@@ -54,9 +62,15 @@ def main(argv):
         )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"export failed: {e}")
-    print(f"Exported {prefix} to {export_dir}")
+    scale = versions.read_metadata(export_dir)["scale"]
+    print(f"Exported {prefix} (x{scale}) to {export_dir}")
+
+
+def run():
+    """The `srgan-export` console script."""
+    flags.mark_flags_as_required(["model_dir", "export_base"])
+    app.run(main)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["model_dir", "export_base"])
-    app.run(main)
+    run()

@@ -9,6 +9,7 @@ complete: TF Serving and serving.local_server only look at integer directory nam
 never pick up a half-written version. An existing version is never overwritten.
 """
 
+import dataclasses
 import io
 import os
 import posixpath
@@ -19,24 +20,11 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from serving import contract
+from serving import contract, versions
 from serving.serving_module import SuperResolutionModule, TilingConfig
 from trainer import generator_store
 
 WARMUP_IMAGE_SIDES = (16, 48)
-
-
-def list_versions(model_base_path):
-    """Sorted integer versions present under EXPORT_BASE/NAME (empty if it does not exist)."""
-    if not tf.io.gfile.isdir(model_base_path):
-        return []
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base_path))
-    return sorted(int(n) for n in names if n.isdigit())
-
-
-def next_version(model_base_path):
-    versions = list_versions(model_base_path)
-    return versions[-1] + 1 if versions else 1
 
 
 def _warmup_png(side):
@@ -83,26 +71,41 @@ def save_module(module, export_dir, model_name):
     write_warmup(export_dir, model_name)
 
 
-def export_generator(generator, scale, export_base, model_name, version=None, tiling_config=None):
+def export_generator(
+    generator,
+    generator_config,
+    export_base,
+    model_name,
+    version=None,
+    tiling_config=None,
+    checkpoint=None,
+):
     """Exports a Keras generator ([0,1] LR -> [-1,1] HR) as EXPORT_BASE/NAME/<version>.
+
+    The version records its scale, generator configuration and tiling in contract.METADATA_FILE
+    (serving.versions.read_metadata), so evaluation and serving never ask for them again.
 
     Args:
       generator: the Keras generator.
-      scale: its upscale factor.
+      generator_config: the trainer's GeneratorConfig it was built from (holds the scale).
       export_base: the directory holding one folder per model name.
       model_name: the serving model name.
       version: integer version; None picks the next one after the newest present.
       tiling_config: serving_module.TilingConfig (None: the defaults).
+      checkpoint: the checkpoint prefix the weights came from, recorded in the metadata.
 
     Returns:
       The final export directory.
 
     Raises:
       FileExistsError: the version already exists.
+      ValueError: a model name that is not a single path component, or a bad version.
     """
+    if not model_name or model_name in (".", "..") or "/" in model_name or "\\" in model_name:
+        raise ValueError(f"model name must be a single folder name, got {model_name!r}.")
     tiling_config = tiling_config or TilingConfig()
     model_base_path = posixpath.join(export_base, model_name)
-    version = next_version(model_base_path) if version is None else int(version)
+    version = versions.next_version(model_base_path) if version is None else int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}.")
     final_dir = posixpath.join(model_base_path, str(version))
@@ -110,12 +113,16 @@ def export_generator(generator, scale, export_base, model_name, version=None, ti
         raise FileExistsError(
             f"{final_dir} already exists; versions are never overwritten. "
             f"Leave out --version to export as version "
-            f"{next_version(model_base_path)}."
+            f"{versions.next_version(model_base_path)}."
         )
     temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
-    module = SuperResolutionModule(generator, scale, tiling_config)
+    module = SuperResolutionModule(generator, generator_config.scale, tiling_config)
+    metadata = versions.make_metadata(
+        dataclasses.asdict(generator_config), dataclasses.asdict(tiling_config), checkpoint
+    )
     try:
         save_module(module, temp_dir, model_name)
+        versions.write_metadata(temp_dir, metadata)
         tf.io.gfile.rename(temp_dir, final_dir, overwrite=False)
     finally:
         if tf.io.gfile.exists(temp_dir):
@@ -131,6 +138,6 @@ def export_from_model_dir(model_dir, export_base, model_name, version=None, tili
     """
     generator, config, prefix = generator_store.load_generator(model_dir)
     export_dir = export_generator(
-        generator, config.scale, export_base, model_name, version, tiling_config
+        generator, config, export_base, model_name, version, tiling_config, checkpoint=prefix
     )
     return export_dir, prefix

@@ -10,22 +10,12 @@ from tensorflow_serving.apis import (
 )
 
 from serving import contract
-from serving.model_manager import INVALID_ARGUMENT, NOT_FOUND, RequestError
-
-_GRPC_CODES = {
-    INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-}
-# Upscaled images are large: TF Serving itself accepts messages far over gRPC's 4 MiB default.
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
+from serving.model_manager import RequestError
 
 
 def _abort(context, error):
-    context.abort(_GRPC_CODES.get(error.code, grpc.StatusCode.INTERNAL), error.message)
+    # TF Serving's status names are gRPC's code names.
+    context.abort(getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL), error.message)
 
 
 def _requested_version(model_spec):
@@ -45,7 +35,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             try:
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             except (TypeError, ValueError) as e:
-                raise RequestError(INVALID_ARGUMENT, f"Unreadable input tensor: {e}") from None
+                raise RequestError(
+                    contract.INVALID_ARGUMENT, f"Unreadable input tensor: {e}"
+                ) from None
             version, outputs = self._manager.predict(
                 spec.name, _requested_version(spec), signature, inputs
             )

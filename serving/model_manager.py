@@ -15,11 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import contract, export_lib
-
-INVALID_ARGUMENT = "INVALID_ARGUMENT"
-NOT_FOUND = "NOT_FOUND"
-INTERNAL = "INTERNAL"
+from serving import contract, versions
 
 
 class RequestError(Exception):
@@ -52,10 +48,10 @@ class ModelManager:
 
     def load_newest(self):
         """Loads the newest version if newer than the served one; returns the served version."""
-        versions = export_lib.list_versions(self.model_base_path)
-        if not versions or versions[-1] in (self._version, self._failed_version):
+        present = versions.list_versions(self.model_base_path)
+        if not present or present[-1] in (self._version, self._failed_version):
             return self._version
-        version = versions[-1]
+        version = present[-1]
         export_dir = posixpath.join(self.model_base_path, str(version))
         try:
             model = tf.saved_model.load(export_dir)
@@ -105,8 +101,8 @@ class ModelManager:
             "model_version_status": [
                 {
                     "version": str(served),
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
+                    "state": contract.AVAILABLE,
+                    "status": {"error_code": contract.OK, "error_message": ""},
                 }
             ]
         }
@@ -117,15 +113,17 @@ class ModelManager:
         with self._lock:
             served, model = self._version, self._model
         if model_name != self.model_name:
-            raise RequestError(NOT_FOUND, f"Servable not found for request: Latest({model_name})")
+            raise RequestError(
+                contract.NOT_FOUND, f"Servable not found for request: Latest({model_name})"
+            )
         if model is None:
             raise RequestError(
-                NOT_FOUND,
+                contract.NOT_FOUND,
                 f"No version of {model_name} is loaded yet (none under {self.model_base_path}).",
             )
         if version is not None and int(version) != served:
             raise RequestError(
-                NOT_FOUND,
+                contract.NOT_FOUND,
                 f"Servable not found for request: "
                 f"Specific({model_name}, {version}); serving {served}.",
             )
@@ -160,7 +158,7 @@ class Servable:
 def input_specs(model, signature_name):
     if signature_name not in model.signatures:
         raise RequestError(
-            INVALID_ARGUMENT,
+            contract.INVALID_ARGUMENT,
             f'Serving signature name: "{signature_name}" not '
             f"found in signature def; available: "
             f"{sorted(model.signatures.keys())}",
@@ -175,11 +173,11 @@ def _to_tensor(name, value, spec):
         )
     except (ValueError, TypeError, OverflowError) as e:
         raise RequestError(
-            INVALID_ARGUMENT, f"Input '{name}' cannot be read as {spec.dtype.name}: {e}"
+            contract.INVALID_ARGUMENT, f"Input '{name}' cannot be read as {spec.dtype.name}: {e}"
         ) from None
     if not spec.shape.is_compatible_with(array.shape):
         raise RequestError(
-            INVALID_ARGUMENT,
+            contract.INVALID_ARGUMENT,
             f"Input '{name}' has shape {list(array.shape)}; the signature expects {spec.shape}.",
         )
     return tf.constant(array, dtype=spec.dtype)
@@ -189,16 +187,16 @@ def _run_signature(model, signature_name, inputs):
     specs = input_specs(model, signature_name)
     if set(inputs) != set(specs):
         raise RequestError(
-            INVALID_ARGUMENT,
+            contract.INVALID_ARGUMENT,
             f"Signature {signature_name} takes inputs {sorted(specs)}, got {sorted(inputs)}.",
         )
     tensors = {name: _to_tensor(name, inputs[name], specs[name]) for name in specs}
     try:
         outputs = model.signatures[signature_name](**tensors)
     except tf.errors.InvalidArgumentError as e:
-        raise RequestError(INVALID_ARGUMENT, _short_message(e)) from None
+        raise RequestError(contract.INVALID_ARGUMENT, _short_message(e)) from None
     except tf.errors.OpError as e:
-        raise RequestError(INTERNAL, _short_message(e)) from None
+        raise RequestError(contract.INTERNAL, _short_message(e)) from None
     return {name: value.numpy() for name, value in outputs.items()}
 
 

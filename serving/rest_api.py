@@ -15,13 +15,13 @@ import re
 
 import numpy as np
 
-from serving.model_manager import INVALID_ARGUMENT, NOT_FOUND, RequestError
+from serving import contract
+from serving.model_manager import RequestError
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
     r"(?P<verb>:predict)?$"
 )
-_HTTP_STATUS = {INVALID_ARGUMENT: 400, NOT_FOUND: 404}
 MAX_BODY_BYTES = 512 * 1024 * 1024
 
 
@@ -32,7 +32,7 @@ def _decode_b64(value):
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise RequestError(
-                INVALID_ARGUMENT, 'Unable to base64 decode a {"b64": ...} value.'
+                contract.INVALID_ARGUMENT, 'Unable to base64 decode a {"b64": ...} value.'
             ) from None
     if isinstance(value, list):
         return [_decode_b64(v) for v in value]
@@ -50,9 +50,9 @@ def parse_json(body):
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RequestError(INVALID_ARGUMENT, f"JSON Parse error: {e}") from None
+        raise RequestError(contract.INVALID_ARGUMENT, f"JSON Parse error: {e}") from None
     if not isinstance(request, dict):
-        raise RequestError(INVALID_ARGUMENT, "Request body must be a JSON object.")
+        raise RequestError(contract.INVALID_ARGUMENT, "Request body must be a JSON object.")
     return request
 
 
@@ -60,7 +60,7 @@ def parse_predict_request(request, input_names):
     """Predict JSON object -> (input name -> nested-list value, "row" | "columnar")."""
     if ("instances" in request) == ("inputs" in request):
         raise RequestError(
-            INVALID_ARGUMENT,
+            contract.INVALID_ARGUMENT,
             "Request body must be a JSON object with exactly "
             'one of "instances" (row) or "inputs" (columnar).',
         )
@@ -69,18 +69,22 @@ def parse_predict_request(request, input_names):
         if not _is_named(inputs, input_names):
             inputs = {input_names[0]: inputs} if len(input_names) == 1 else inputs
         if not isinstance(inputs, dict):
-            raise RequestError(INVALID_ARGUMENT, f'"inputs" must name {input_names}.')
+            raise RequestError(contract.INVALID_ARGUMENT, f'"inputs" must name {input_names}.')
         return {k: _decode_b64(v) for k, v in inputs.items()}, "columnar"
     instances = request["instances"]
     if not isinstance(instances, list) or not instances:
-        raise RequestError(INVALID_ARGUMENT, '"instances" must be a non-empty list.')
+        raise RequestError(contract.INVALID_ARGUMENT, '"instances" must be a non-empty list.')
     if all(_is_named(i, input_names) for i in instances):
         names = set(instances[0])
         if any(set(i) != names for i in instances):
-            raise RequestError(INVALID_ARGUMENT, "All instances must name the same inputs.")
+            raise RequestError(
+                contract.INVALID_ARGUMENT, "All instances must name the same inputs."
+            )
         return {n: _decode_b64([i[n] for i in instances]) for n in names}, "row"
     if len(input_names) != 1:
-        raise RequestError(INVALID_ARGUMENT, f"Instances must be objects naming {input_names}.")
+        raise RequestError(
+            contract.INVALID_ARGUMENT, f"Instances must be objects naming {input_names}."
+        )
     return {input_names[0]: _decode_b64(instances)}, "row"
 
 
@@ -112,7 +116,7 @@ def _content_length(header):
     if header is None:
         return 0
     if not header.strip().isdigit():
-        raise RequestError(INVALID_ARGUMENT, f"Bad Content-Length header: {header!r}.")
+        raise RequestError(contract.INVALID_ARGUMENT, f"Bad Content-Length header: {header!r}.")
     return int(header)
 
 
@@ -136,14 +140,16 @@ def make_handler(manager):
         def _route(self, want_predict):
             match = _PATH.match(self.path)
             if not match or bool(match["verb"]) != want_predict:
-                raise RequestError(NOT_FOUND, f"Malformed request: {self.command} {self.path}")
+                raise RequestError(
+                    contract.NOT_FOUND, f"Malformed request: {self.command} {self.path}"
+                )
             return match["name"], match["version"] and int(match["version"])
 
         def _handle(self, action):
             try:
                 self._reply(200, action())
             except RequestError as e:
-                self._reply(_HTTP_STATUS.get(e.code, 500), {"error": e.message})
+                self._reply(contract.HTTP_STATUS.get(e.code, 500), {"error": e.message})
             except Exception as e:  # The server must keep serving whatever one request does.
                 self._reply(500, {"error": f"Internal error: {e}"})
 
@@ -161,7 +167,9 @@ def make_handler(manager):
                 raise
             if length > MAX_BODY_BYTES:
                 self.close_connection = True  # the unread body must not be parsed as a request
-                raise RequestError(INVALID_ARGUMENT, f"Request body over {MAX_BODY_BYTES} bytes.")
+                raise RequestError(
+                    contract.INVALID_ARGUMENT, f"Request body over {MAX_BODY_BYTES} bytes."
+                )
             body = self.rfile.read(length)
             name, version = self._route(want_predict=True)
             request = parse_json(body)

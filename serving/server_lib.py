@@ -7,7 +7,7 @@ import threading
 
 import grpc
 
-from serving import grpc_api, rest_api
+from serving import contract, grpc_api, rest_api
 from serving.model_manager import ModelManager
 
 
@@ -68,7 +68,7 @@ def start(config: ServerConfig):
     manager.start_polling()
     grpc_server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers),
-        options=grpc_api.CHANNEL_OPTIONS,
+        options=contract.GRPC_CHANNEL_OPTIONS,
     )
     grpc_api.add_services(grpc_server, manager)
     try:

@@ -44,9 +44,19 @@ class SuperResolutionModule(tf.Module):
         self._scale = scale
         self._tiling = tiling_config
 
+    def _capture_weights(self):
+        """Captures the generator's variables at the signature's top level.
+
+        Otherwise their first use is inside the tiling and map_fn loops, so the function's
+        inputs for them are created under the loops' name scopes ("map/while/input_6") and
+        tf.saved_model.save renames (and logs) every one of them.
+        """
+        graph = tf.compat.v1.get_default_graph()
+        for i, variable in enumerate(self.generator.variables):
+            graph.capture(variable.value.handle, name=f"weight_{i}")
+
     def _generate_uint8(self, lr_uint8):
-        sr = self.generator(value_range.lr_from_uint8(lr_uint8), training=False)
-        return value_range.hr_to_uint8(sr)
+        return value_range.generate_uint8(self.generator, lr_uint8)
 
     def _assert_within_limit(self, pixels):
         limit = self._tiling.max_input_pixels
@@ -84,6 +94,7 @@ class SuperResolutionModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.BYTES_INPUT)])
     def serve_bytes(self, image_bytes):
+        self._capture_weights()
         sr_png = tf.map_fn(
             self._upscale_encoded, image_bytes, fn_output_signature=tf.TensorSpec([], tf.string)
         )
@@ -93,6 +104,7 @@ class SuperResolutionModule(tf.Module):
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=contract.TENSOR_INPUT)]
     )
     def serve_uint8(self, lr_image):
+        self._capture_weights()
         return {contract.TENSOR_OUTPUT: self.upscale(lr_image)}
 
     def signature_functions(self):

@@ -18,6 +18,7 @@ MODEL_NAME = "tiny_sr"
 SCALE = 4
 # Small tiles so that a 70x50 test image takes the tiled path; the limit makes 120x100 too big.
 TILING = TilingConfig(tile_size=32, overlap=8, max_input_pixels=100 * 100)
+GENERATOR_CONFIG = generator_store.GeneratorConfig(scale=SCALE, num_blocks=1, channels=8)
 
 
 def run_module(*args, timeout=120):
@@ -40,7 +41,7 @@ def generator_uint8(generator, lr_uint8):
 
 
 def make_model_dir(model_dir):
-    config = generator_store.GeneratorConfig(scale=SCALE, num_blocks=1, channels=8)
+    config = GENERATOR_CONFIG
     generator = generator_store.build_generator(config)
     # Random BN statistics, so that the test would notice a model exported in training mode.
     rng = np.random.default_rng(1)

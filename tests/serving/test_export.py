@@ -1,5 +1,6 @@
 """The SavedModel export: signatures, fresh-process equality, tiling, pixel limit, versions."""
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -11,9 +12,9 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import contract
+from serving import contract, export_lib, versions
 from tests.fixtures import make_image, png_bytes
-from tests.serving.conftest import MODEL_NAME, SCALE, TILING, generator_uint8
+from tests.serving.conftest import GENERATOR_CONFIG, MODEL_NAME, SCALE, TILING, generator_uint8
 
 # The venv's console script, next to its python (not resolved through the python symlink).
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -92,3 +93,27 @@ def test_warmup_records_are_prediction_logs_for_both_signatures(export_dir):
     names = {log.predict_log.request.model_spec.signature_name for log in logs}
     assert names == set(contract.SIGNATURES)
     assert all(log.predict_log.request.model_spec.name == MODEL_NAME for log in logs)
+
+
+def test_export_records_its_scale_and_generator(export_dir, model_dir):
+    metadata = versions.read_metadata(export_dir)
+    assert metadata["scale"] == SCALE == GENERATOR_CONFIG.scale
+    assert metadata["generator"] == dataclasses.asdict(GENERATOR_CONFIG)
+    assert metadata["tiling"] == dataclasses.asdict(TILING)
+    assert metadata["checkpoint"].startswith(str(model_dir))
+    with pytest.raises(FileNotFoundError, match="not a SavedModel exported by serving.export"):
+        versions.read_metadata(os.path.dirname(export_dir))
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ""])
+def test_export_refuses_a_model_name_that_is_not_one_folder(generator, tmp_path, name):
+    with pytest.raises(ValueError, match="single folder name"):
+        export_lib.export_generator(generator, GENERATOR_CONFIG, str(tmp_path), name)
+    assert os.listdir(tmp_path) == []
+
+
+def test_version_folders_are_plain_integers(tmp_path):
+    for name in ("1", "10", "2", "\u00b2", "3a", ".tmp-4-1-x"):
+        (tmp_path / name).mkdir()
+    assert versions.list_versions(str(tmp_path)) == [1, 2, 10]
+    assert versions.next_version(str(tmp_path)) == 11

@@ -6,9 +6,7 @@ trainer's generator here.
 
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,22 +15,16 @@ import urllib.request
 import numpy as np
 import pytest
 
-from serving import client_lib, export_lib, model_manager
+from serving import client_lib, export_lib, model_manager, server_process
 from tests.fixtures import make_image
-from tests.serving.conftest import MODEL_NAME, REPO, SCALE, TILING, generator_uint8
-
-
-def _read_ports(process, timeout=60):
-    """Reads the 'serving REST on H:P gRPC on H:P' line; returns (rest, grpc) addresses."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if select.select([process.stdout], [], [], 1)[0]:
-            line = process.stdout.readline()
-            if line.startswith("serving REST on "):
-                words = line.split()
-                return words[3], words[6]
-            assert line or process.poll() is None, "local_server exited"
-    raise AssertionError("local_server did not print its ports")
+from tests.serving.conftest import (
+    GENERATOR_CONFIG,
+    MODEL_NAME,
+    REPO,
+    SCALE,
+    TILING,
+    generator_uint8,
+)
 
 
 def _served_version(rest_address):
@@ -41,33 +33,18 @@ def _served_version(rest_address):
 
 
 @pytest.fixture
-def server_process(export_dir, tmp_path):
+def local_server(export_dir, tmp_path):
     base = tmp_path / "base"
     shutil.copytree(export_dir, base / MODEL_NAME / "1")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving.local_server",
-            f"--model_base_path={base / MODEL_NAME}",
-            f"--model_name={MODEL_NAME}",
-            "--rest_port=0",
-            "--grpc_port=0",
-            "--file_system_poll_wait_seconds=0.2",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    started = server_process.start(
+        str(base / MODEL_NAME), MODEL_NAME, extra_args=["--file_system_poll_wait_seconds=0.2"]
     )
-    yield process, str(base)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    with started as server:
+        yield server, str(base)
 
 
-def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir, generator):
-    process, base = server_process
+def test_new_export_is_picked_up_and_never_overwritten(local_server, model_dir, generator):
+    server, base = local_server
     # Export while the server starts: both pay TensorFlow's import time at once.
     exported = subprocess.run(
         [
@@ -88,7 +65,7 @@ def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert exported.stdout.strip().endswith(os.path.join(base, MODEL_NAME, "2"))
-    rest, grpc = _read_ports(process)
+    rest, grpc = server.rest_address, server.grpc_address
 
     deadline = time.time() + 30
     while _served_version(rest) != "2" and time.time() < deadline:
@@ -105,7 +82,7 @@ def test_new_export_is_picked_up_and_never_overwritten(server_process, model_dir
 
     with pytest.raises(FileExistsError, match="never overwritten"):
         export_lib.export_generator(
-            generator, SCALE, base, MODEL_NAME, version=2, tiling_config=TILING
+            generator, GENERATOR_CONFIG, base, MODEL_NAME, version=2, tiling_config=TILING
         )
     assert sorted(os.listdir(os.path.join(base, MODEL_NAME))) == ["1", "2"]
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import contract, grpc_api
+from serving import contract
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE
 
@@ -164,7 +164,9 @@ def _grpc_request(image, signature=contract.BYTES_SIGNATURE, model=MODEL_NAME, v
 
 @pytest.fixture(scope="module")
 def stub(server):
-    with grpc.insecure_channel(server.grpc_address, options=grpc_api.CHANNEL_OPTIONS) as channel:
+    with grpc.insecure_channel(
+        server.grpc_address, options=contract.GRPC_CHANNEL_OPTIONS
+    ) as channel:
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
