@@ -1,27 +1,33 @@
 r"""Upscales an image file or a folder through TF Serving (or serving.local_server).
 
-  python -m serving.client --server=127.0.0.1:8501 --protocol=rest --model_name=srgan \
+  srgan-client --server=127.0.0.1:8501 --protocol=rest --model_name=srgan \
       --input=lr.png --output=sr.png
   python -m serving.client --server=127.0.0.1:8500 --protocol=grpc --input=lr_dir --output=sr_dir
+
+Needs no TensorFlow (numpy, pillow, absl-py; grpcio and protobuf for --protocol=grpc).
 """
 
-import sys
+import srgan_cli
 
-from absl import app, flags
+srgan_cli.quiet_console()  # before gRPC is imported
 
-from serving import client_lib, contract, upscale_files
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from serving import client_errors, client_lib, contract, upscale_files  # noqa: E402
 
 _SERVER = flags.DEFINE_string(
     "server", "127.0.0.1:8501", "host:port (the REST port for rest, the gRPC port for grpc)."
 )
-_PROTOCOL = flags.DEFINE_enum("protocol", client_lib.REST, client_lib.PROTOCOLS, "API to use.")
+_PROTOCOL = flags.DEFINE_enum("protocol", contract.REST, contract.PROTOCOLS, "API to use.")
 _MODEL_NAME = flags.DEFINE_string("model_name", contract.DEFAULT_MODEL_NAME, "Served model.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: the newest).")
 _SIGNATURE = flags.DEFINE_enum(
     "signature",
     contract.BYTES_SIGNATURE,
     contract.SIGNATURES,
-    "serving_default sends the file bytes; upscale_uint8 sends pixels.",
+    "serving_default sends PNG bytes; upscale_uint8 sends pixels.",
 )
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output PNG file, or folder for a folder input.")
@@ -30,7 +36,8 @@ _RETRIES = flags.DEFINE_integer("retries", 2, "Extra attempts when the server is
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         jobs = upscale_files.plan(_INPUT.value, _OUTPUT.value)
         with client_lib.ServingClient(
@@ -46,10 +53,15 @@ def main(argv):
                     client, input_file, output_file, _SIGNATURE.value
                 )
                 print(f"{input_file} -> {output_file} ({width}x{height})")
-    except (client_lib.ServingError, FileNotFoundError, ValueError) as e:
+    except (client_errors.ServingError, OSError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 
-if __name__ == "__main__":
+def run():
+    """The `srgan-client` console script."""
     flags.mark_flags_as_required(["input", "output"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

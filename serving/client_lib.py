@@ -5,8 +5,10 @@
       sr = client.upscale_array(lr_uint8)          # [N, H, W, 3] -> [N, H*s, W*s, 3]
 
 Connection failures and timeouts are retried with backoff; every failure surfaces as a
-ServingError subclass whose message says what went wrong (connection refused, unknown model,
-a rejected request, a server-side error).
+serving.client_errors.ServingError subclass (also importable from here) whose message says what
+went wrong (connection refused, unknown model, a rejected request, a server-side error).
+
+Needs no TensorFlow: REST is urllib + JSON, gRPC uses serving.wire's own message classes.
 """
 
 import base64
@@ -18,38 +20,25 @@ import urllib.request
 import numpy as np
 
 from serving import contract
+from serving.client_errors import (  # noqa: F401 (re-exported: callers catch client_lib.*Error)
+    BadRequestError,
+    ModelNotFoundError,
+    ServerSideError,
+    ServerUnavailableError,
+    ServingError,
+)
 
-REST = "rest"
-GRPC = "grpc"
-PROTOCOLS = (REST, GRPC)
-
-
-class ServingError(Exception):
-    """Base of every client error; str() is a message for the user."""
-
-
-class ServerUnavailableError(ServingError):
-    """Connection refused, unreachable, or timed out after all retries."""
-
-
-class ModelNotFoundError(ServingError):
-    """The server does not serve this model name, version or signature."""
-
-
-class BadRequestError(ServingError):
-    """The server rejected the input (not an image, over the pixel limit, bad shape...)."""
-
-
-class ServerSideError(ServingError):
-    """The server failed while handling a valid request."""
+# Aliases for the callers that spell protocols through this module (contract.* is the source).
+REST, GRPC, PROTOCOLS = contract.REST, contract.GRPC, contract.PROTOCOLS
 
 
 def _rest_error(server, status, body):
+    """An HTTP error answer -> the client_errors class of its status, with the server's message."""
     try:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body[:500]
-    if status == 404:
+    if status == contract.HTTP_STATUS[contract.NOT_FOUND]:
         return ModelNotFoundError(f"Not found on {server}: {message}")
     if 400 <= status < 500:
         return BadRequestError(f"Request rejected by {server} (HTTP {status}): {message}")
@@ -96,13 +85,14 @@ class ServingClient:
         timeout=60.0,
         retries=2,
     ):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+        if protocol not in contract.PROTOCOLS:
+            raise ValueError(f"protocol must be one of {contract.PROTOCOLS}, got {protocol!r}.")
         self.server, self.protocol, self.model_name = server, protocol, model_name
         self.version, self.timeout, self.retries = version, timeout, retries
         self._grpc = None
-        if protocol == GRPC:
-            from serving import grpc_client  # Imports TensorFlow: only when gRPC is used.
+        if protocol == contract.GRPC:
+            # Imported here so that a REST-only install needs neither grpcio nor protobuf.
+            from serving import grpc_client
 
             self._grpc = grpc_client.GrpcConnection(server, timeout)
 
@@ -138,7 +128,7 @@ class ServingClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as e:
-            if e.code == 503:
+            if e.code == contract.HTTP_STATUS[contract.UNAVAILABLE]:
                 raise ServerUnavailableError(f"{self.server} is unavailable (HTTP 503).") from None
             raise _rest_error(self.server, e.code, e.read().decode("utf-8", "replace")) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
@@ -170,7 +160,7 @@ class ServingClient:
         outputs = _from_json(response["outputs"])
         # TF Serving drops the name of a lone output in columnar answers.
         if not (isinstance(outputs, dict) and outputs):
-            outputs = {_only_output(signature_name): outputs}
+            outputs = {_lone_output_name(signature_name): outputs}
         return {
             name: np.asarray(value, dtype=object if name.endswith("_bytes") else None)
             for name, value in outputs.items()
@@ -191,9 +181,12 @@ class ServingClient:
         return outputs[contract.TENSOR_OUTPUT].astype(np.uint8)
 
 
-def _only_output(signature_name):
-    known = {
-        contract.BYTES_SIGNATURE: contract.BYTES_OUTPUT,
-        contract.TENSOR_SIGNATURE: contract.TENSOR_OUTPUT,
-    }
-    return known.get(signature_name or contract.BYTES_SIGNATURE, "output")
+def _lone_output_name(signature_name):
+    """The name of a signature's one output, which TF Serving's columnar REST answer omits."""
+    signature_name = signature_name or contract.BYTES_SIGNATURE
+    if signature_name not in contract.OUTPUT_OF:
+        raise ServingError(
+            f"The server answered one unnamed output for signature {signature_name!r}; this "
+            f"client knows the output names of {contract.SIGNATURES} only."
+        )
+    return contract.OUTPUT_OF[signature_name]

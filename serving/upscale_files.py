@@ -1,4 +1,9 @@
-"""Upscales image files (one file or a folder) through a serving.client_lib.ServingClient."""
+"""Upscales image files (one file or a folder) through a serving.client_lib.ServingClient.
+
+Files are read by the one decode rule, data_prep.images.load_rgb, for both signatures: the
+served model sees the pixels data prep and evaluation see (16-bit, grayscale, palette and RGBA
+files included), and a bad file is one clear error before anything is sent. Needs no TensorFlow.
+"""
 
 import io
 import os
@@ -6,17 +11,27 @@ import os
 import numpy as np
 from PIL import Image
 
+from data_prep import images
 from serving import contract
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def plan(input_path, output_path):
-    """(input file, output PNG path) pairs; a folder input maps to a folder output."""
+    """(input file, output PNG path) pairs; a folder input maps to a folder output.
+
+    A folder contributes its files whose ending is in data_prep.images.IMAGE_EXTENSIONS, sorted.
+
+    Raises:
+      FileNotFoundError: the input is neither a file nor a folder with images.
+      ValueError: two inputs of a folder would write the same output file.
+    """
     if os.path.isdir(input_path):
-        names = sorted(n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS))
+        names = sorted(
+            n for n in os.listdir(input_path) if n.lower().endswith(images.IMAGE_EXTENSIONS)
+        )
         if not names:
-            raise FileNotFoundError(f"No {'/'.join(IMAGE_EXTENSIONS)} images in {input_path}.")
+            raise FileNotFoundError(
+                f"No {'/'.join(images.IMAGE_EXTENSIONS)} images in {input_path}."
+            )
         outputs = [_png_name(n) for n in names]
         clashes = sorted({o for o in outputs if outputs.count(o) > 1})
         if clashes:
@@ -40,17 +55,21 @@ def _png_name(path):
 
 
 def upscale_file(client, input_file, output_file, signature_name=contract.BYTES_SIGNATURE):
-    """Upscales one file with the bytes or the tensor signature; returns the output size (w, h)."""
-    with open(input_file, "rb") as f:
-        data = f.read()
+    """Upscales one file with the bytes or the tensor signature; returns the output size (w, h).
+
+    The bytes signature is sent a lossless PNG of the decoded pixels (not the file's own bytes),
+    so the server decodes exactly what load_rgb decoded.
+
+    Raises:
+      OSError: the file cannot be read or the output cannot be written.
+      data_prep.images.ImageError (a ValueError): the file is not a readable image.
+      serving.client_errors.ServingError: the server failed or refused.
+    """
+    lr = images.load_rgb(input_file)
     if signature_name == contract.TENSOR_SIGNATURE:
-        try:
-            lr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except OSError as e:
-            raise ValueError(f"{input_file} is not a readable image: {e}") from None
         png = _encode_png(client.upscale_array(lr[np.newaxis])[0])
     else:
-        png = client.upscale_encoded([data])[0]
+        png = client.upscale_encoded([_encode_png(lr)])[0]
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
     with open(output_file, "wb") as f:
         f.write(png)

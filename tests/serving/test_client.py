@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving import client_lib, contract, upscale_files
+from data_prep import images
+from serving import client_errors, client_lib, contract, upscale_files
 from tests.fixtures import make_image, png_bytes
 from tests.serving.conftest import MODEL_NAME, SCALE, run_module
 
@@ -22,10 +23,10 @@ def _in_process(loaded, image):
 
 
 def _address(server, protocol):
-    return server.rest_address if protocol == client_lib.REST else server.grpc_address
+    return server.rest_address if protocol == contract.REST else server.grpc_address
 
 
-@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+@pytest.mark.parametrize("protocol", contract.PROTOCOLS)
 def test_client_round_trips_equal_in_process(server, loaded, protocol):
     expected = _in_process(loaded, LR)
     with client_lib.ServingClient(_address(server, protocol), protocol, MODEL_NAME) as client:
@@ -37,16 +38,16 @@ def test_client_round_trips_equal_in_process(server, loaded, protocol):
         np.testing.assert_array_equal(sr[0], expected)
 
 
-@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+@pytest.mark.parametrize("protocol", contract.PROTOCOLS)
 def test_client_errors_say_what_happened(server, protocol):
     address = _address(server, protocol)
     with client_lib.ServingClient(address, protocol, "no_such_model") as client:
-        with pytest.raises(client_lib.ModelNotFoundError, match="no_such_model"):
+        with pytest.raises(client_errors.ModelNotFoundError, match="no_such_model"):
             client.upscale_encoded([png_bytes(LR)])
     with client_lib.ServingClient(address, protocol, MODEL_NAME) as client:
-        with pytest.raises(client_lib.BadRequestError, match="pixel limit"):
+        with pytest.raises(client_errors.BadRequestError, match="pixel limit"):
             client.upscale_encoded([png_bytes(make_image(120, 100))])
-        with pytest.raises(client_lib.BadRequestError, match="image"):
+        with pytest.raises(client_errors.BadRequestError, match="image"):
             client.upscale_encoded([b"not an image"])
         assert len(client.upscale_encoded([png_bytes(LR)])) == 1  # Still serving.
 
@@ -57,11 +58,11 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("protocol", client_lib.PROTOCOLS)
+@pytest.mark.parametrize("protocol", contract.PROTOCOLS)
 def test_connection_refused_is_retried_then_reported(protocol):
     address = f"127.0.0.1:{_closed_port()}"
     with client_lib.ServingClient(address, protocol, MODEL_NAME, timeout=5, retries=1) as client:
-        with pytest.raises(client_lib.ServerUnavailableError, match="Is the server running"):
+        with pytest.raises(client_errors.ServerUnavailableError, match="Is the server running"):
             client.upscale_encoded([png_bytes(LR)])
 
 
@@ -98,6 +99,38 @@ def test_cli_reports_unknown_model_without_traceback(server, tmp_path):
     )
     assert result.returncode == 1
     assert "error: Not found" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signature", contract.SIGNATURES)
+def test_a_16_bit_png_is_sent_as_the_one_decode_rule_reads_it(server, loaded, tmp_path, signature):
+    path = str(tmp_path / "gray16.png")
+    gray16 = (make_image(20, 24, seed=5)[..., 0].astype(np.uint16) * 257) ^ 0x55
+    Image.fromarray(gray16, mode="I;16").save(path)
+    with client_lib.ServingClient(server.rest_address, contract.REST, MODEL_NAME) as client:
+        size = upscale_files.upscale_file(client, path, str(tmp_path / "sr.png"), signature)
+    assert size == (24 * SCALE, 20 * SCALE)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "sr.png")), _in_process(loaded, images.load_rgb(path))
+    )
+
+
+def test_cli_refuses_positional_arguments(tmp_path):
+    result = run_module(
+        "serving.client", f"--input={tmp_path}", f"--output={tmp_path / 'sr'}", "extra"
+    )
+    assert result.returncode != 0 and "Unexpected arguments: ['extra']" in result.stderr
+
+
+def test_cli_reports_an_unreadable_image_in_one_line(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    result = run_module(
+        "serving.client",
+        "--server=127.0.0.1:1",
+        f"--input={tmp_path / 'a.png'}",
+        f"--output={tmp_path / 'sr.png'}",
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:") and "a.png" in result.stderr
 
 
 def test_folder_inputs_that_would_write_the_same_output_are_refused(tmp_path):
