@@ -15,7 +15,7 @@ srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import sys  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from serving import contract, export_lib, versions  # noqa: E402
 from serving.serving_module import TilingConfig  # noqa: E402
@@ -51,6 +51,8 @@ _MAX_INPUT_PIXELS = flags.DEFINE_integer(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not srgan_cli.verbose():
+        logging.set_verbosity(logging.WARNING)  # the saver's INFO lines (fingerprint, sharding)
     try:
         tiling = TilingConfig(
             tile_size=_TILE_SIZE.value,

@@ -64,6 +64,7 @@ def test_new_export_is_picked_up_and_never_overwritten(local_server, model_dir, 
         timeout=120,
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "unsupported characters" not in exported.stderr  # every input keeps its name
     assert exported.stdout.strip().endswith(os.path.join(base, MODEL_NAME, "2"))
     rest, grpc = server.rest_address, server.grpc_address
 
