@@ -99,3 +99,9 @@ def test_a_broken_new_version_keeps_the_old_one_served_and_is_not_reloaded(expor
         manager.load_newest()
     assert manager.load_newest() == 1  # remembered as broken: no second load attempt
     assert manager.version == 1
+
+
+def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path):
+    with pytest.raises(server_process.ServerStartError, match="bogus_flag") as raised:
+        server_process.start(str(tmp_path), MODEL_NAME, extra_args=["--bogus_flag=1"])
+    assert "exited with status" in str(raised.value)
