@@ -1,4 +1,4 @@
-"""The exported tf.Module: the generator behind two serving signatures (names from serving.contract).
+"""The exported tf.Module: the generator behind two serving signatures (serving.contract names).
 
   serving_default  image_bytes string [-1] (PNG/JPEG/BMP/GIF, 1/3/4 channels) -> sr_image_bytes PNG
   upscale_uint8    lr_image uint8 [-1, -1, -1, 3]                            -> sr_image uint8
