@@ -16,6 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import contract, versions
+from serving.limits import ServerLimits
 
 
 class RequestError(Exception):
@@ -30,9 +31,10 @@ class RequestError(Exception):
 class ModelManager:
     """Serves the newest version of `model_name` found under `model_base_path`."""
 
-    def __init__(self, model_base_path, model_name, poll_seconds=1.0, warmup=True):
+    def __init__(self, model_base_path, model_name, poll_seconds=1.0, warmup=True, limits=None):
         self.model_base_path = model_base_path
         self.model_name = model_name
+        self.limits = limits or ServerLimits()
         self._poll_seconds = poll_seconds
         self._warmup = warmup
         self._lock = threading.Lock()
@@ -165,8 +167,11 @@ class Servable:
         """Sorted input names of a signature."""
         return sorted(input_specs(self.model, signature_name or contract.BYTES_SIGNATURE))
 
-    def predict(self, signature_name, inputs):
+    def predict(self, signature_name, inputs, is_cancelled=None):
         """Runs a signature on inputs (name -> numpy array; strings as object arrays of bytes).
+
+        `is_cancelled`, if given, is a callable polled while the signature runs; once it returns
+        True (the client went away) the computation may be abandoned.
 
         Raises:
           RequestError: unknown signature, bad inputs, or a graph error.

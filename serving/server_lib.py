@@ -8,6 +8,7 @@ import threading
 import grpc
 
 from serving import contract, grpc_api, rest_api
+from serving.limits import ServerLimits
 from serving.model_manager import ModelManager
 
 
@@ -21,7 +22,7 @@ class ServerConfig:
     rest_port: int = 8501
     grpc_port: int = 8500
     poll_seconds: float = 1.0
-    max_workers: int = 16
+    limits: ServerLimits = ServerLimits()
 
 
 class LocalServer:
@@ -63,11 +64,13 @@ class _RestServer(http.server.ThreadingHTTPServer):
 
 def start(config: ServerConfig):
     """Loads the newest version, starts both servers and the version poller; returns LocalServer."""
-    manager = ModelManager(config.model_base_path, config.model_name, config.poll_seconds)
+    manager = ModelManager(
+        config.model_base_path, config.model_name, config.poll_seconds, limits=config.limits
+    )
     manager.load_newest()
     manager.start_polling()
     grpc_server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(max_workers=config.max_workers),
+        concurrent.futures.ThreadPoolExecutor(max_workers=config.limits.max_threads),
         options=contract.GRPC_CHANNEL_OPTIONS,
     )
     grpc_api.add_services(grpc_server, manager)

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from serving import export_lib, server_lib
+from serving import server_process as server_process_lib
 from serving.serving_module import TilingConfig
 from trainer import generator_store, value_range
 
@@ -94,4 +95,41 @@ def server(export_base):
         poll_seconds=0.2,
     )
     with server_lib.start(config) as running:
+        yield running
+
+
+class PeakMemory:
+    """The peak resident memory (VmHWM) of a process, reset before each measured request.
+
+    Writing "5" to /proc/PID/clear_refs resets VmHWM to the current RSS (Linux >= 4.0), so
+    `growth_mib()` is how far one request pushed the server's memory above where it stood.
+    """
+
+    def __init__(self, pid):
+        self._pid = pid
+        self._start_kib = None
+
+    def _field_kib(self, name):
+        with open(f"/proc/{self._pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1])
+        raise KeyError(name)
+
+    def reset(self):
+        with open(f"/proc/{self._pid}/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        self._start_kib = self._field_kib("VmRSS")
+
+    def growth_mib(self):
+        return (self._field_kib("VmHWM") - self._start_kib) / 1024
+
+
+@pytest.fixture(scope="session")
+def server_process(export_base):
+    """The local server in its own process (serving.server_process), with `.peak` (PeakMemory)."""
+    with server_process_lib.start(
+        os.path.join(export_base, MODEL_NAME), MODEL_NAME, timeout=180
+    ) as running:
+        running.peak = PeakMemory(running.process.pid)
         yield running
