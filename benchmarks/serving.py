@@ -2,12 +2,15 @@ r"""Serving benchmark: latency and images/s in-process vs REST vs gRPC; the tile
 
   python -m benchmarks.serving                       # paper generator (16 blocks, 64 channels)
   python -m benchmarks.serving --num_blocks=2 --channels=16 --requests=8   # quick
+  python -m benchmarks.serving --parts=load --load_seconds=60 --load_clients=8   # sustained load
 
 Random weights (speed does not depend on them). Part 1: a 128x128 PNG through serving_default
 (-> 512x512 PNG), 1 and 8 concurrent clients, in-process SavedModel call vs the local server
 (a subprocess) over REST and gRPC. Part 2: each of untiled/tiled exports is loaded in a fresh
 subprocess that upscales one image through the uint8 signature; its peak RSS (ru_maxrss) and
-time are reported, and the tiled output is compared with the untiled one.
+time are reported, and the tiled output is compared with the untiled one. Part 3 (load): N clients
+per protocol send the PNG back to back for S seconds to one server subprocess; errors, p50/p95 and
+the server's RSS before/after (and its peak, VmHWM) are reported.
 """
 
 import concurrent.futures
@@ -35,6 +38,11 @@ _TILED_SIZES = flags.DEFINE_list("tiled_sizes", ["512", "1024"], "LR sides for t
 _UNTILED_MAX = flags.DEFINE_integer(
     "untiled_max", 512, "Largest side also run untiled (memory grows fast)."
 )
+_PARTS = flags.DEFINE_multi_enum(
+    "parts", ["latency", "memory", "load"], ["latency", "memory", "load"], "What to run."
+)
+_LOAD_SECONDS = flags.DEFINE_float("load_seconds", 60.0, "Seconds of load per protocol.")
+_LOAD_CLIENTS = flags.DEFINE_integer("load_clients", 8, "Concurrent clients under load.")
 _TILE_SIZE = flags.DEFINE_integer("tile_size", TilingConfig.tile_size, "Tile core side.")
 _TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", TilingConfig.overlap, "Tile context.")
 
@@ -177,6 +185,70 @@ def memory_table(generator, config, work_dir, sides, untiled_max, tiling):
     return rows
 
 
+def _memory_mb(pid):
+    """(VmRSS, VmHWM) of a process in MB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+
+
+def _client_loop(address, protocol, png, deadline):
+    """One client sending `png` back to back until `deadline`: (latencies s, error reprs)."""
+    latencies, errors = [], []
+    with client_lib.ServingClient(address, protocol, _NAME) as client:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                (sr,) = client.upscale_encoded([png])
+                if not sr.startswith(b"\x89PNG"):
+                    raise ValueError("not a PNG")
+                latencies.append(time.perf_counter() - start)
+            except Exception as e:  # counted; the load goes on
+                errors.append(repr(e))
+    return latencies, errors
+
+
+def load_table(model_base_path, png, seconds, num_clients):
+    """num_clients threads per protocol, each with its own client, for `seconds` each."""
+    rows = [
+        "| protocol | clients | seconds | requests | errors | p50 ms | p95 ms | images/s "
+        "| RSS before MB | RSS after MB | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    with server_process.start(model_base_path, _NAME) as server:
+        for protocol, address in (
+            (contract.REST, server.rest_address),
+            (contract.GRPC, server.grpc_address),
+        ):
+            with client_lib.ServingClient(address, protocol, _NAME) as warm:
+                warm.upscale_encoded([png])
+            rss_before, _ = _memory_mb(server.process.pid)
+            deadline = time.monotonic() + seconds
+
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(num_clients) as pool:
+                futures = [
+                    pool.submit(_client_loop, address, protocol, png, deadline)
+                    for _ in range(num_clients)
+                ]
+                results = [f.result() for f in futures]
+            elapsed = time.perf_counter() - start
+            latencies = [t for r in results for t in r[0]]
+            errors = [e for r in results for e in r[1]]
+            rss_after, peak = _memory_mb(server.process.pid)
+            p50 = statistics.median(latencies) * 1000 if latencies else 0
+            p95 = float(np.percentile(latencies, 95)) * 1000 if latencies else 0
+            rows.append(
+                f"| {protocol} | {num_clients} | {elapsed:.0f} | {len(latencies) + len(errors)} "
+                f"| {len(errors)} | {p50:.0f} | {p95:.0f} | {len(latencies) / elapsed:.2f} "
+                f"| {rss_before:.0f} | {rss_after:.0f} | {peak:.0f} |"
+            )
+            print(rows[-1], flush=True)
+            for error in sorted(set(errors))[:5]:
+                print(f"  error: {error}", flush=True)
+    return rows
+
+
 def main(argv):
     del argv
     config = generator_store.GeneratorConfig(
@@ -187,26 +259,40 @@ def main(argv):
     print(f"generator {config}, tiling {tiling}; the machine is shared: numbers are noisy.")
     with tempfile.TemporaryDirectory() as work_dir:
         export_dir = export(generator, config, work_dir, _NAME, tiling)
-        latency = latency_table(
-            export_dir,
-            os.path.join(work_dir, _NAME),
-            random_png(_SIZE.value),
-            _REQUESTS.value,
-            [int(c) for c in _CONCURRENCY.value],
-        )
-        memory = memory_table(
-            generator,
-            config,
-            work_dir,
-            [int(s) for s in _TILED_SIZES.value],
-            _UNTILED_MAX.value,
-            tiling,
-        )
+        png = random_png(_SIZE.value)
+        parts = set(_PARTS.value)
+        latency = memory = load = None
+        if "latency" in parts:
+            latency = latency_table(
+                export_dir,
+                os.path.join(work_dir, _NAME),
+                png,
+                _REQUESTS.value,
+                [int(c) for c in _CONCURRENCY.value],
+            )
+        if "memory" in parts:
+            memory = memory_table(
+                generator,
+                config,
+                work_dir,
+                [int(s) for s in _TILED_SIZES.value],
+                _UNTILED_MAX.value,
+                tiling,
+            )
+        if "load" in parts:
+            load = load_table(
+                os.path.join(work_dir, _NAME), png, _LOAD_SECONDS.value, _LOAD_CLIENTS.value
+            )
     size, out = _SIZE.value, _SIZE.value * config.scale
-    print(f"\n{size}x{size} -> {out}x{out} PNG through serving_default:")
-    print("\n".join(latency))
-    print("\nOne image through upscale_uint8 in a fresh process after a 32x32 warm-up (ru_maxrss):")
-    print("\n".join(memory))
+    if latency:
+        print(f"\n{size}x{size} -> {out}x{out} PNG through serving_default:")
+        print("\n".join(latency))
+    if memory:
+        print("\nOne image through upscale_uint8 in a fresh process after a 32x32 warm-up:")
+        print("\n".join(memory))
+    if load:
+        print(f"\nSustained load, {size}x{size} -> {out}x{out} PNG, one server process:")
+        print("\n".join(load))
 
 
 if __name__ == "__main__":
