@@ -19,8 +19,12 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
+# Two pytest workers (pytest-xdist): most tests use one core, and this machine has two. Each worker
+# splits its CPU into 2 logical devices (tests/conftest.py); the slowest tests are listed at the end.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --durations=10
 
 demo: $(STAMP)
 	$(PY) -m demo --output_dir=$(DEMO_DIR)

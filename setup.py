@@ -68,7 +68,13 @@ setuptools.setup(
         "train": TRAIN_REQUIRES,
         # The built-in sample photos ship inside scikit-image's wheel (skimage.data).
         "demo": ["scikit-image>=0.24"],
-        "test": ["pytest>=8", "pytest-timeout>=2", "scikit-image>=0.24", "ruff>=0.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2",
+            "pytest-xdist>=3",
+            "scikit-image>=0.24",
+            "ruff>=0.6",
+        ],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )
