@@ -42,7 +42,8 @@ _LR_KEY_REGEX = flags.DEFINE_string(
 _VAL_FRACTION = flags.DEFINE_float(
     "val_fraction",
     0.1,
-    "Share of images (by stable key hash) in the validation split; 0 writes no validation split.",
+    "Share of distinct images (by a hash of the HR pixels, so copies share a split) in the "
+    "validation split; 0 writes no validation split.",
     lower_bound=0.0,
     upper_bound=1.0,
 )

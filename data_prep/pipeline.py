@@ -1,10 +1,23 @@
 """The data_prep job as a library: build the Beam pipeline, run it, write the manifest last.
 
+Every file a glob names is a candidate (data_prep.file_match lists them all, including names
+with a backslash and dangling or looping symlinks, which Beam's own match drops): it ends up in
+a written example or in a dead letter with its reason ("unreadable: dangling symlink (-> x)").
+
 Counting rule (keeps `num_inputs == sum(num_examples) + num_rejected` true): a candidate is a
 matched pair, each file that pairs with nothing, each file of a duplicate key, and each name the
 key regex rejects. A rejected candidate is one dead-letter line. An accepted pair is one
 candidate per example it yields: one, or one per tile with `hr_crop_size` (the summary line
 also reports the number of source pairs).
+
+Duplicates and the split: the split of a pair is chosen from a hash of its decoded HR pixels
+(transforms.split_of of images.pixel_digest), not of its name, so copies of one image under
+other names or in other lossless encodings all fall in the same split; a validation image is
+never a training image. Exact duplicates (equal HR pixels, and equal LR pixels when LR files are
+given) are kept once - the pair with the smallest path - and every other copy is a dead letter
+"duplicate_of: <kept HR path>", counted in num_rejected and in the manifest's num_duplicates.
+Pairs that share HR pixels but have different LR files (two degradations) are both kept, in
+the same split. Hashing content keeps the split deterministic and stable when files are added.
 """
 
 import dataclasses
@@ -13,12 +26,13 @@ import math
 import os
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from data_prep import images, schema, transforms
+from data_prep import file_match, images, schema, transforms
 
 _STATS_NAME = "_job_stats.jsonl"
+_DUPLICATES = "_duplicates"  # the stats row of the duplicate count (others are named by split)
+_WRITE_PROBE = ".write-probe"
 _STALE_PATTERNS = (
     "train-*",
     "validation-*",
@@ -29,7 +43,7 @@ _STALE_PATTERNS = (
 
 
 class JobInputError(ValueError):
-    """A user error found before the pipeline starts (bad glob, existing output, ...)."""
+    """A user error found before the pipeline starts (bad glob, existing or unwritable output)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +56,7 @@ class JobConfig:
       pair: decoding / validation / tiling rules.
       lr_glob: LR images; None synthesises LR from HR.
       hr_key_regex / lr_key_regex: regex with a group `key` for other file layouts.
-      val_fraction: share of source keys (by stable hash) in the validation split.
+      val_fraction: share of distinct HR images (by a hash of their pixels) in validation.
       num_shards: shards per split; None derives it from `shard_size_mb`.
       shard_size_mb: target shard size when `num_shards` is None.
       compressed: GZIP shards.
@@ -70,26 +84,49 @@ def _join(name, output_dir):
 
 
 def prepare_output_dir(output_dir, overwrite):
-    """Refuses a finished dataset unless `overwrite`; then deletes manifest first, then shards."""
+    """Refuses a finished dataset unless `overwrite`; then deletes manifest first, then shards.
+
+    Raises:
+      JobInputError: a dataset is there and not `overwrite`, or the directory cannot be created
+        or written (read-only, no permission, a file in the way): one line naming it and why,
+        before any Beam work starts.
+    """
     manifest = schema.manifest_path(output_dir)
-    if FileSystems.exists(manifest):
-        if not overwrite:
-            raise JobInputError(
-                f"{output_dir} already holds a dataset ({manifest}); pass "
-                "--overwrite to replace it."
-            )
-        FileSystems.delete([manifest])  # First: a half-deleted directory must look incomplete.
-    patterns = [_join(p, output_dir) for p in _STALE_PATTERNS]
-    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
-    if stale:
-        FileSystems.delete(stale)
-    if not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)
+    try:
+        if FileSystems.exists(manifest):
+            if not overwrite:
+                raise JobInputError(
+                    f"{output_dir} already holds a dataset ({manifest}); pass "
+                    "--overwrite to replace it."
+                )
+            FileSystems.delete([manifest])  # First: a half-deleted directory must look incomplete.
+        patterns = [_join(p, output_dir) for p in _STALE_PATTERNS]
+        stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+        if stale:
+            FileSystems.delete(stale)
+        if not FileSystems.exists(output_dir):
+            FileSystems.mkdirs(output_dir)
+        _check_writable(output_dir)
+    except OSError as e:  # BeamIOError is one too
+        raise JobInputError(
+            f"cannot write to the output directory {output_dir}: {file_match.cause(e)}"
+        ) from None
+
+
+def _check_writable(output_dir):
+    """Creates and deletes a small file: Beam's writers would fail only after all the decoding."""
+    probe = _join(f"{_WRITE_PROBE}-{os.getpid()}", output_dir)
+    with FileSystems.create(probe) as f:
+        f.write(b"")
+    FileSystems.delete([probe])
 
 
 def input_bytes(glob, required):
     """Total size of the files `glob` matches; raises JobInputError if required and none."""
-    metadata = FileSystems.match([glob])[0].metadata_list
+    try:
+        metadata = file_match.match(glob)
+    except OSError as e:
+        raise JobInputError(f"cannot list {glob!r}: {file_match.cause(e)}") from None
     if required and not metadata:
         raise JobInputError(f"no files match {glob!r}")
     return sum(m.size_in_bytes for m in metadata)
@@ -151,19 +188,28 @@ def build(pipeline, config, num_shards):
     pairs, unpaired = paths | "MatchPairs" >> transforms.MatchPairs(
         config.pair.scale, config.hr_key_regex, config.lr_key_regex
     )
-    records, invalid = pairs | "DecodeAndValidate" >> transforms.DecodeAndValidate(config.pair)
-    by_split = records | "SplitByKey" >> beam.Partition(
-        lambda kv, _: schema.SPLITS.index(transforms.split_of(kv[0], config.val_fraction)), 2
+    decoded, invalid = pairs | "DecodeAndValidate" >> transforms.DecodeAndValidate(config.pair)
+    distinct, duplicates = decoded | "DropDuplicates" >> transforms.DropDuplicates()
+    by_split = distinct | "SplitByPixels" >> beam.Partition(
+        lambda pair, _: schema.SPLITS.index(
+            transforms.split_of(pair.hr_digest, config.val_fraction)
+        ),
+        2,
     )
-    rejected = (unpaired, invalid) | "MergeRejected" >> beam.Flatten()
+    rejected = (unpaired, invalid, duplicates) | "MergeRejected" >> beam.Flatten()
     rejected | "WriteRejected" >> transforms.WriteDeadLetters(config.output_dir)
     stats = [
         rejected
         | "CountRejected" >> beam.combiners.Count.Globally()
-        | "RejectedJson" >> beam.Map(lambda n: {"split": None, "num_rejected": n})
+        | "RejectedJson" >> beam.Map(lambda n: {"split": None, "num_rejected": n}),
+        duplicates
+        | "CountDuplicates" >> beam.combiners.Count.Globally()
+        | "DuplicatesJson" >> beam.Map(lambda n: {"split": _DUPLICATES, "num_duplicates": n}),
     ]
     for split in config.splits():
-        split_records = by_split[schema.SPLITS.index(split)]
+        split_records = by_split[schema.SPLITS.index(split)] | f"Records{split.title()}" >> (
+            beam.FlatMap(lambda pair: [(pair.key, record) for record in pair.records])
+        )
         (
             split_records
             | f"Drop{split.title()}Keys" >> beam.Values()
@@ -193,7 +239,13 @@ def _write_json_lines(rows, path):
 
 
 def _match(glob):
-    return fileio.MatchFiles(glob) | "Paths" >> beam.Map(lambda m: m.path)
+    """Every path `glob` names (file_match, not fileio.MatchFiles: see the module docstring),
+    listed on a worker and spread over the workers like MatchFiles does."""
+    return (
+        "Glob" >> beam.Create([glob])
+        | "List" >> beam.FlatMap(lambda g: [m.path for m in file_match.match(g)])
+        | "Spread" >> beam.Reshuffle()
+    )
 
 
 def _read_stats(output_dir):
@@ -227,7 +279,8 @@ def run(config: JobConfig, options, args=None) -> JobResult:
       args: the run's arguments, recorded in the manifest.
 
     Raises:
-      JobInputError: nothing matches --hr_glob, or the output exists without `overwrite`.
+      JobInputError: nothing matches --hr_glob, a glob's directory cannot be listed, the output
+        exists without `overwrite`, or the output directory cannot be written.
     """
     total = input_bytes(config.hr_glob, required=True)
     if config.lr_glob:
@@ -259,6 +312,7 @@ def run(config: JobConfig, options, args=None) -> JobResult:
         num_rejected=num_rejected,
         splits=splits,
         rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",),
+        num_duplicates=stats[_DUPLICATES]["num_duplicates"],
         args=args or {},
     )
     _write_atomically(schema.manifest_path(config.output_dir), manifest.to_json())
@@ -286,5 +340,6 @@ def summary_line(result: JobResult, output_dir):
     return (
         f"data_prep: {m.num_inputs} inputs -> {splits} examples "
         f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
-        f"(see {m.rejected_files[0]}); manifest: {schema.manifest_path(output_dir)}"
+        f"({m.num_duplicates} exact duplicates; see {m.rejected_files[0]}); "
+        f"manifest: {schema.manifest_path(output_dir)}"
     )

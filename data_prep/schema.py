@@ -5,6 +5,7 @@ A dataset directory written by `data_prep.build_tfrecords` holds:
   train-00000-of-000NN.tfrecord[.gz]       tf.train.Example records, one LR/HR pair each
   validation-00000-of-000NN.tfrecord[.gz]
   rejected-00000-of-000NN.jsonl            dead letters: {"path", "key", "reason"} per line
+                                           (exact duplicates: reason "duplicate_of: <kept path>")
   manifest.json                            written last; a directory without it is incomplete
 
 Each Example (SCHEMA_VERSION 1) has these features:
@@ -154,7 +155,11 @@ class SplitInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """manifest.json: the record of a complete dataset directory (written last)."""
+    """manifest.json: the record of a complete dataset directory (written last).
+
+    num_inputs == sum of the splits' num_examples + num_rejected; num_duplicates (exact
+    duplicates dropped, each a dead letter) is part of num_rejected.
+    """
 
     scale: int
     compressed: bool
@@ -162,6 +167,7 @@ class Manifest:
     num_rejected: int
     splits: dict  # split name -> SplitInfo
     rejected_files: tuple = ()
+    num_duplicates: int = 0
     args: dict = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -1,10 +1,13 @@
-"""The Beam transforms of the data_prep job: MatchPairs -> DecodeAndValidate -> ToExample ->
-WriteShards, with bad input routed to a tagged dead-letter output at every step.
+"""The Beam transforms of the data_prep job: MatchPairs -> DecodeAndValidate -> DropDuplicates
+-> ToExample -> WriteShards, with bad input routed to a tagged dead-letter output at every step.
 
 Dead letters are dicts {"path", "key", "reason"}: one per rejected candidate (a file that
-pairs with nothing, each file of a duplicate key, or a pair that fails validation).
+pairs with nothing, each file of a duplicate key, a pair that fails validation or cannot be
+read, e.g. "unreadable: dangling symlink (-> gone.png)", or an exact duplicate of a kept pair,
+"duplicate_of: <the kept HR path>").
 """
 
+import dataclasses
 import hashlib
 import json
 
@@ -13,20 +16,25 @@ from apache_beam.io import filesystems
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
-from data_prep import example_codec, images, pairing, schema
+from data_prep import example_codec, file_match, images, pairing, schema
 
 DEAD_LETTER = "dead_letter"
 _NAMESPACE = "data_prep"
 HR, LR = "hr", "lr"
+DUPLICATE_OF = "duplicate_of: "
 
 
 def dead_letter(path, key, reason):
     return {"path": path, "key": key, "reason": reason}
 
 
-def split_of(source_key, val_fraction):
-    """TRAIN or VALIDATION from a stable hash of the source key (never moves between runs)."""
-    digest = hashlib.sha256(source_key.encode("utf-8")).digest()
+def split_of(split_id, val_fraction):
+    """TRAIN or VALIDATION from a stable hash of `split_id` (never moves between runs).
+
+    The job passes the HR pixel digest: equal images (any name, any lossless encoding) share a
+    split, and adding files never moves an image between splits.
+    """
+    digest = hashlib.sha256(split_id.encode("utf-8")).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64
     return schema.VALIDATION if position < val_fraction else schema.TRAIN
 
@@ -102,13 +110,33 @@ class MatchPairs(beam.PTransform):
         return matched.pairs, tuple(rejected) | "MergeRejected" >> beam.Flatten()
 
 
+@dataclasses.dataclass(frozen=True)
+class SourcePair:
+    """One decoded, validated source pair and the records (one, or one per tile) it yields.
+
+    Attributes:
+      key: the pair key.
+      hr_path / lr_path: the source files (lr_path None when LR is synthesised).
+      hr_digest: images.pixel_digest of the HR pixels: the split is chosen from it.
+      content_id: HR digest plus LR digest (if any): pairs with equal ids are exact duplicates.
+      records: the schema.PairRecords to write.
+    """
+
+    key: str
+    hr_path: str
+    lr_path: str | None
+    hr_digest: str
+    content_id: str
+    records: tuple
+
+
 def _read(path):
     with filesystems.FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         return f.read()
 
 
 class DecodePairFn(beam.DoFn):
-    """(key, hr_path, lr_path) -> (key, PairRecord) per pair or tile; bad pairs -> dead letter."""
+    """(key, hr_path, lr_path) -> SourcePair; bad or unreadable pairs -> dead letter."""
 
     def __init__(self, config: images.PairConfig):
         self._config = config
@@ -129,17 +157,23 @@ class DecodePairFn(beam.DoFn):
             lr = self._decode(lr_path) if lr_path else None
             path = lr_path or hr_path
             records = images.prepare_pair(key, hr, lr, self._config)
-        except (images.ImageError, OSError) as e:
+        except images.ImageError as e:
             Metrics.counter(_NAMESPACE, f"rejected_{type(e).__name__}").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, key, str(e)))
             return
+        except OSError as e:  # dangling/looping symlink, vanished file, no permission, ...
+            Metrics.counter(_NAMESPACE, "rejected_unreadable").inc()
+            reason = file_match.unreadable_reason(path, e)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, key, reason))
+            return
         self._records.inc(len(records))
-        for record in records:
-            yield key, record
+        hr_digest = images.pixel_digest(hr.pixels)
+        content_id = hr_digest + (f"+{images.pixel_digest(lr.pixels)}" if lr else "")
+        yield SourcePair(key, hr_path, lr_path, hr_digest, content_id, tuple(records))
 
 
 class DecodeAndValidate(beam.PTransform):
-    """pairs -> (records keyed by source key, dead letters)."""
+    """pairs -> (SourcePairs, dead letters)."""
 
     def __init__(self, config: images.PairConfig):
         super().__init__()
@@ -150,6 +184,50 @@ class DecodeAndValidate(beam.PTransform):
             DEAD_LETTER, main="records"
         )
         return out.records, out[DEAD_LETTER]
+
+
+class KeepFirstFn(beam.DoFn):
+    """(content_id, SourcePairs) -> the pair with the smallest (HR, LR) path; the others become
+    dead letters "duplicate_of: <its HR path>". Holds one pair's images at a time."""
+
+    def __init__(self):
+        self._duplicates = Metrics.counter(_NAMESPACE, "rejected_duplicate")
+
+    def process(self, element):
+        _, group = element
+        kept, dropped = None, []
+        for pair in group:
+            if kept is None or _path_order(pair) < _path_order(kept):
+                kept, pair = pair, kept
+            if pair is not None:
+                dropped.append((pair.hr_path, pair.key))
+        for path, key in sorted(dropped):
+            self._duplicates.inc()
+            reason = DUPLICATE_OF + kept.hr_path
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, key, reason))
+        yield kept
+
+
+def _path_order(pair):
+    return pair.hr_path, pair.lr_path or ""
+
+
+class DropDuplicates(beam.PTransform):
+    """SourcePairs -> (one SourcePair per distinct content, dead letters for the others).
+
+    Exact duplicates (equal decoded HR pixels, and equal LR pixels when LR is given) would weigh
+    one image several times in training; keeping the one with the smallest path is
+    deterministic and names the kept file in every dead letter.
+    """
+
+    def expand(self, pairs):
+        out = (
+            pairs
+            | "ByContent" >> beam.Map(lambda s: (s.content_id, s))
+            | "GroupByContent" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.ParDo(KeepFirstFn()).with_outputs(DEAD_LETTER, main="kept")
+        )
+        return out.kept, out[DEAD_LETTER]
 
 
 class ToExampleFn(beam.DoFn):

@@ -4,6 +4,7 @@ Shards are read back with tf.data + schema.parse_example and compared pixel for 
 sources. Most runs are in-process DirectRunner; one CLI run uses multi_processing like `make demo`.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -17,7 +18,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
-from data_prep import images, pipeline, schema
+from data_prep import images, pipeline, schema, transforms
 from tests import fixtures
 from tests.data_prep import image_files
 
@@ -36,8 +37,15 @@ def _save(path, data):
     path.write_bytes(data)
 
 
+_DANGLING = object()  # an HR file that is a symlink to nothing
+
+
 def _paired_inputs(root):
-    """HR/LR folders: 3 good DIV2K pairs, Set14 (if present), and one of each bad case."""
+    """HR/LR folders: 3 good DIV2K pairs, Set14 (if present), and one of each bad case.
+
+    The bad cases include what once vanished from the counts: a name with a backslash, a
+    dangling HR symlink, and a byte-for-byte copy of a good pair under another key.
+    """
     hr_dir, lr_dir = root / "hr", root / "lr"
     for i in range(3):
         hr = fixtures.make_image(64 + 4 * i, 80, seed=i)
@@ -58,9 +66,18 @@ def _paired_inputs(root):
             "min_lr_size",
         ),
         "b_bomb": (image_files.bomb_png(), lr_png, "decompression bomb"),
+        "b_back\\slash": (fixtures.png_bytes(hr), None, "no LR partner"),
+        "b_dangling": (_DANGLING, lr_png, "unreadable: dangling symlink (-> gone.png)"),
+        "b_copy": (
+            (hr_dir / "0000.png").read_bytes(),
+            (lr_dir / "0000x4.png").read_bytes(),
+            f"duplicate_of: {hr_dir / '0000.png'}",
+        ),
     }
     for key, (hr_bytes, lr_bytes, _) in bad.items():
-        if hr_bytes is not None:
+        if hr_bytes is _DANGLING:
+            os.symlink("gone.png", hr_dir / f"{key}.png")
+        elif hr_bytes is not None:
             _save(hr_dir / f"{key}.png", hr_bytes)
         if lr_bytes is not None:
             _save(lr_dir / f"{key}x4.png", lr_bytes)
@@ -127,6 +144,7 @@ def test_paired_job_keeps_every_input_accounted_for(tmp_path):
         assert len(by_key[key]) == 1 and words in by_key[key][0], (key, by_key[key])
     assert by_key["b_dup"] == ["duplicate key: 2 HR and 1 LR files share it"] * 3
     assert manifest.num_rejected == len(rejected) == len(bad) + 3
+    assert manifest.num_duplicates == 1
     for split, info in manifest.splits.items():
         assert info.num_examples == len(_read_split(out, manifest, split))
     assert (
@@ -195,6 +213,56 @@ def test_hr_only_tiles_split_by_source_and_overwrite(tmp_path):
     )
     for split in manifest.splits:  # re-running never moves an image between splits
         assert set(_read_split(out, rerun.manifest, split)) == sources[split]
+
+
+def _copies_inputs(folder, photos=9):
+    """Each photo under 5 names: PNG, two PNG copies, a BMP (same pixels), a symlink; plus a
+    distinct photo named with a backslash, a dangling and a looping symlink.
+
+    Returns {photo index: the path kept for it (the smallest)}."""
+    kept = {}
+    for i in range(photos):
+        pixels = fixtures.make_image(24, 24, seed=100 + i)
+        _save(folder / f"bmp{i}.bmp", image_files.encoded(pixels, fmt="BMP"))
+        for name in (f"photo{i}.png", f"copy{i}_a.png", f"copy{i}_b.png"):
+            _save(folder / name, fixtures.png_bytes(pixels))
+        os.symlink(f"photo{i}.png", folder / f"z_link{i}.png")
+        kept[i] = str(folder / f"bmp{i}.bmp")
+    _save(folder / "back\\slash.png", fixtures.png_bytes(fixtures.make_image(24, 24, seed=99)))
+    os.symlink("gone.png", folder / "dangling.png")
+    os.symlink("loop.png", folder / "loop.png")
+    return kept
+
+
+def test_every_matched_file_is_written_or_dead_lettered_and_copies_share_a_split(tmp_path):
+    """9 photos under 45 names: 9 examples + 36 dead letters "duplicate_of"; no pixels in both
+    splits; backslash names and broken symlinks are counted and dead-lettered."""
+    folder = tmp_path / "in" / "hr"
+    kept = _copies_inputs(folder)
+    out = tmp_path / "out"
+    config = _config(tmp_path / "in", out, lr_glob=None, val_fraction=0.5, min_lr_size=4)
+    result = pipeline.run(config, PipelineOptions(_IN_PROCESS))
+    manifest = result.manifest
+    names = os.listdir(folder)
+    assert manifest.num_inputs == len(names) == 9 * 5 + 3
+    assert manifest.num_duplicates == 9 * 4 and result.counters["rejected_duplicate"] == 9 * 4
+    assert manifest.num_rejected == 9 * 4 + 2
+    dead = {line["path"]: line["reason"] for line in _rejected(out, manifest)}
+    assert dead[str(folder / "dangling.png")] == "unreadable: dangling symlink (-> gone.png)"
+    assert dead[str(folder / "loop.png")] == "unreadable: symlink loop (-> loop.png)"
+    assert dead[str(folder / "z_link3.png")] == f"duplicate_of: {kept[3]}"
+    written, digests = set(), {}
+    for split in manifest.splits:
+        for key, example in _read_split(out, manifest, split).items():
+            hr = tf.io.decode_png(example["hr/encoded"]).numpy()
+            digest = images.pixel_digest(hr)
+            assert transforms.split_of(digest, 0.5) == split  # content decides, names do not
+            digests.setdefault(split, set()).add(digest)
+            written.add(next(str(p) for p in folder.iterdir() if p.stem == key))
+    assert written == set(kept.values()) | {str(folder / "back\\slash.png")}
+    assert sorted(written | set(dead)) == sorted(str(folder / name) for name in names)
+    assert len(digests["train"]) + len(digests["validation"]) == 10
+    assert not digests["train"] & digests["validation"]
 
 
 def test_decode_rule_gives_the_job_and_load_rgb_the_same_pixels(tmp_path):
@@ -266,6 +334,38 @@ def test_cli_refuses_bad_arguments_before_anything_runs(tmp_path, arg, words):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
     assert not (tmp_path / "out").exists()
+
+
+@contextlib.contextmanager
+def _read_only(directory):
+    """`directory` read-only for this user: mode 0555, and immutable (chattr +i) for root, whom
+    modes do not stop; skips the test where neither works."""
+    directory.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(directory)], check=False).returncode:
+        directory.chmod(0o755)
+        pytest.skip("running as root without chattr: no way to make a read-only directory")
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["read-only dir", "dir to create in it"])
+def test_cli_unwritable_output_dir_is_one_line_before_beam_runs(tmp_path, inside):
+    _hr_only_inputs(tmp_path / "none", count=1)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    out = read_only / "out" if inside else read_only
+    with _read_only(read_only):
+        code, err = _main(tmp_path, f"--output_dir={out}")
+    assert code == 2 and "Traceback" not in err, err
+    (line,) = err.splitlines()
+    cause = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert line.startswith(f"error: cannot write to the output directory {out}: ") and cause in line
+    assert os.listdir(read_only) == []  # no beam-temp-* directory: Beam never started
 
 
 def test_scale_help_lists_the_supported_scales():

@@ -91,6 +91,12 @@ def _write(directory, name, data):
     return path
 
 
+def _symlink(directory, name, target):
+    path = os.path.join(directory, name)
+    os.symlink(target, path)
+    return path
+
+
 def test_decode_and_validate_routes_each_bad_input(tmp_path):
     d = str(tmp_path)
     hr = fixtures.make_image(32, 48, seed=5)
@@ -110,13 +116,15 @@ def test_decode_and_validate_routes_each_bad_input(tmp_path):
             _write(d, "mismatch_lr.png", fixtures.png_bytes(hr[:7, :12])),
             "LR is 12x7",
         ),
-        "missing": (os.path.join(d, "gone.png"), None, "No such file"),
+        "missing": (os.path.join(d, "gone.png"), None, "unreadable: No such file"),
+        "dangling": (_symlink(d, "dangling.png", "nowhere.png"), None, "unreadable: dangling"),
+        "loop": (_symlink(d, "loop.png", "loop.png"), None, "unreadable: symlink loop"),
     }
     elements = [("good", good, None)] + [(k, h, lr) for k, (h, lr, _) in cases.items()]
     with _pipeline() as p:
         records, rejected = p | beam.Create(elements) | transforms.DecodeAndValidate(_CONFIG)
         assert_that(
-            records | beam.Map(lambda kv: (kv[0], kv[1].lr_height, kv[1].lr_width)),
+            records | beam.Map(lambda s: (s.key, s.records[0].lr_height, s.records[0].lr_width)),
             equal_to([("good", 8, 12)]),
         )
         reasons = rejected | beam.Map(
@@ -131,6 +139,54 @@ def test_decode_and_validate_routes_each_bad_input(tmp_path):
                 assert words in reason, (key, reason)
 
         assert_that(reasons, check, label="CheckRejected")
+
+
+def test_drop_duplicates_keeps_one_pair_per_pixel_content(tmp_path):
+    """Equal pixels under other names and encodings (PNG, BMP) are one pair; the pair with the
+    smallest path stays and the others name it. Equal HR with another LR is a different pair
+    but shares the HR digest (and so the split)."""
+    d = str(tmp_path)
+    hr, other = fixtures.make_image(32, 32, seed=1), fixtures.make_image(32, 32, seed=2)
+    lr = fixtures.downscale(hr, 4)
+    elements = [
+        ("b", _write(d, "b.png", fixtures.png_bytes(hr)), None),
+        ("a", _write(d, "a.bmp", image_files.encoded(hr, fmt="BMP")), None),
+        ("c", _write(d, "c.png", fixtures.png_bytes(hr)), None),
+        ("o", _write(d, "o.png", fixtures.png_bytes(other)), None),
+        ("p", _write(d, "p.png", fixtures.png_bytes(hr)), _write(d, "p_lr.png", _png(lr))),
+        ("q", _write(d, "q.png", fixtures.png_bytes(hr)), _write(d, "q_lr.png", _png(lr))),
+        ("r", _write(d, "r.png", fixtures.png_bytes(hr)), _write(d, "r_lr.png", _png(lr + 1))),
+    ]
+    with _pipeline() as p:
+        decoded, invalid = p | beam.Create(elements) | transforms.DecodeAndValidate(_CONFIG)
+        kept, duplicates = decoded | transforms.DropDuplicates()
+        assert_that(invalid, is_empty(), label="NoInvalid")
+        assert_that(
+            kept | beam.Map(lambda s: (s.key, s.hr_digest)),
+            equal_to(
+                [
+                    ("a", images.pixel_digest(hr)),
+                    ("o", images.pixel_digest(other)),
+                    ("p", images.pixel_digest(hr)),
+                    ("r", images.pixel_digest(hr)),
+                ]
+            ),
+        )
+        assert_that(
+            _reasons(duplicates),
+            equal_to(
+                [
+                    ("b.png", "b", f"duplicate_of: {d}/a.bmp"),
+                    ("c.png", "c", f"duplicate_of: {d}/a.bmp"),
+                    ("q.png", "q", f"duplicate_of: {d}/p.png"),
+                ]
+            ),
+            label="CheckDuplicates",
+        )
+
+
+def _png(pixels):
+    return fixtures.png_bytes(pixels.astype(np.uint8))
 
 
 def test_to_example_round_trips_through_schema():
