@@ -14,6 +14,7 @@ the decoder then reads. decode_image also accepts JPEG XL; it is refused here, l
 whose header is not read.
 """
 
+import functools
 import typing
 
 import tensorflow as tf
@@ -39,10 +40,6 @@ _NAMES = {
 # (VP8 and VP8X need 30, checked on their chunk); JPEG's size is found by extract_jpeg_shape.
 # Fewer than 12 bytes of no known format are "not an image" rather than an unsupported format.
 _HEADER_BYTES = {UNKNOWN: 12, JPEG: 4, PNG: 24, GIF: 13, BMP: 26, WEBP: 25}
-# A GIF whose first image needs more sub-blocks than this is refused: each one is a step of a
-# graph while_loop (a few microseconds), and encoders write 255-byte sub-blocks, so this holds a
-# first image of up to 33 MB of LZW data (a 2048 x 2048 frame needs at most about 6 MB).
-GIF_MAX_BLOCKS = 1 << 17
 
 
 class Header(typing.NamedTuple):
@@ -174,10 +171,22 @@ def _gif_table_bytes(flags):
 _BLOCK, _EXTENSION_DATA, _IMAGE_DATA, _DONE, _INVALID = range(5)
 
 
-def _gif_step(data, position, state, image_pixels):
+def gif_max_steps(max_pixels):
+    """Walk steps allowed to reach the end of a GIF's first image (see `_gif`).
+
+    LZW codes are at most 12 bits and each gives at least one pixel, so a first image within
+    `max_pixels` holds at most 1.5 bytes a pixel, in sub-blocks of 255 bytes as encoders write
+    them; 1024 more steps cover the extensions before it. Each step costs some microseconds, so
+    a file of tiny sub-blocks costs no more than decoding an image of `max_pixels` would.
+    """
+    return int(max_pixels * 1.5 / 255) + 1024
+
+
+def _gif_step(values, position, state, image_pixels):
     """One step of the block walk: a block's introducer, or one data sub-block."""
-    head = _bytes_at(data, position, 10)
-    introducer, size = head[0], head[0]
+    last = tf.size(values) - 1
+    head = tf.gather(values, tf.minimum(position + tf.range(10), last))  # Past the end: checked.
+    introducer = size = head[0]
     in_block = tf.equal(state, _BLOCK)
     # 0x21 extension: introducer, label, sub-blocks. 0x2C image: 10-byte descriptor, local colour
     # table, LZW minimum code size byte, sub-blocks. Anything else (even the 0x3B trailer) before
@@ -190,45 +199,42 @@ def _gif_step(data, position, state, image_pixels):
     next_position = tf.where(
         is_extension,
         position + 2,
-        tf.where(is_image, image_start, tf.where(data_ends, position + 1, position + 1 + size)),
+        tf.where(is_image, image_start, position + 1 + size),
     )
     after_data = tf.where(tf.equal(state, _IMAGE_DATA), _DONE, _BLOCK)
     next_state = tf.where(
-        is_extension,
-        _EXTENSION_DATA,
-        tf.where(
-            is_image,
-            _IMAGE_DATA,
-            tf.where(in_block, _INVALID, tf.where(data_ends, after_data, state)),
-        ),
+        in_block,
+        tf.where(is_extension, _EXTENSION_DATA, tf.where(is_image, _IMAGE_DATA, _INVALID)),
+        tf.where(data_ends, after_data, state),
     )
-    width = head[5] + 256 * head[6]
-    height = head[7] + 256 * head[8]
+    width = tf.cast(head[5] + 256 * head[6], tf.int64)
+    height = tf.cast(head[7] + 256 * head[8], tf.int64)
     return next_position, next_state, tf.where(is_image, width * height, image_pixels)
 
 
-def _gif(data):
+def _gif(data, max_pixels):
     """The larger of the logical screen and the first image, and the GIF cut after that image.
 
     decode_image(expand_animations=False) decodes every frame (giflib's DGifSlurp) and keeps the
     first, and sizes its output by the largest frame, not the logical screen. Walking the blocks
     to the end of the first image and appending the trailer (0x3B) leaves one frame to decode.
     """
-    length = _length(data)
+    values = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.int32)
+    length = tf.size(values)
     screen_pixels = _little_endian(data, 6, 2) * _little_endian(data, 8, 2)
-    start = 13 + _gif_table_bytes(_bytes_at(data, 10, 1)[0])
+    start = 13 + _gif_table_bytes(values[10])
 
-    def more(position, state, image_pixels, steps):
+    def more(position, state, image_pixels):
         return tf.logical_and(state < _DONE, position < length)
 
-    def step(position, state, image_pixels, steps):
-        return (*_gif_step(data, position, state, image_pixels), steps + 1)
+    def step(position, state, image_pixels):
+        return _gif_step(values, position, state, image_pixels)
 
-    end, state, image_pixels, steps = tf.while_loop(
+    end, state, image_pixels = tf.while_loop(
         more,
         step,
-        (start, tf.constant(_BLOCK), tf.constant(0, tf.int64), tf.constant(0)),
-        maximum_iterations=GIF_MAX_BLOCKS,
+        (start, tf.constant(_BLOCK), tf.constant(0, tf.int64)),
+        maximum_iterations=gif_max_steps(max_pixels),
     )
     problem = tf.where(
         tf.equal(state, _INVALID),
@@ -237,11 +243,12 @@ def _gif(data):
         tf.where(
             end >= length,
             "Truncated image: the GIF ends before its first image does.",
-            f"GIF not supported: its first image needs more than {GIF_MAX_BLOCKS} blocks.",
+            f"GIF not supported: its first image takes more than {gif_max_steps(max_pixels)} "
+            f"blocks, which no image within max_input_pixels={max_pixels} needs. Re-encode it.",
         ),
     )
     check = _require(tf.equal(state, _DONE), problem)
-    first_image = tf.strings.join([tf.strings.substr(data, tf.constant(0, tf.int64), end), b"\x3b"])
+    first_image = tf.strings.join([tf.strings.substr(data, 0, end), b"\x3b"])
     return _checked([check], tf.maximum(screen_pixels, image_pixels), first_image)
 
 
@@ -249,11 +256,12 @@ def _unknown(data):
     return tf.constant(0, tf.int64), data  # Never used: the format check has failed.
 
 
-def inspect(data):
+def inspect(data, max_pixels):
     """Checks a scalar string's image header; returns its Header (see there).
 
     Fails with InvalidArgument for a format other than PNG, JPEG, GIF, BMP or WebP, a header cut
-    short, an animated WebP, and a GIF whose blocks cannot be walked to the end of its first image.
+    short, an animated WebP, and a GIF whose blocks cannot be walked to the end of its first image
+    in gif_max_steps(max_pixels) steps (`max_pixels`: the pixel limit the caller then checks).
     """
     image_format_ = image_format(data)
     length = tf.strings.length(data)
@@ -267,19 +275,24 @@ def inspect(data):
         ),
         _require(
             length >= minimum,
-            tf.strings.format(
-                "Not an image, or truncated: {} bytes are too few for {} header ({}).",
-                [length, name, ACCEPTED],
+            tf.strings.join(
+                [
+                    "Not an image, or truncated: ",
+                    tf.strings.as_string(length),
+                    " bytes are too few for ",
+                    name,
+                    f" header (send {ACCEPTED}).",
+                ]
             ),
         ),
     ]
     with tf.control_dependencies(checks):
         data = tf.identity(data)
-    branches = [_unknown, _jpeg, _png, _gif, _bmp, _webp]
+    branches = [_unknown, _jpeg, _png, functools.partial(_gif, max_pixels=max_pixels), _bmp, _webp]
     pixels, contents = tf.switch_case(image_format_, [lambda b=b: b(data) for b in branches])
     return Header(pixels, contents)
 
 
-def declared_pixels(data):
+def declared_pixels(data, max_pixels=2048 * 2048):
     """Width * height declared by a scalar string's image header (int64); see `inspect`."""
-    return inspect(data).pixels
+    return inspect(data, max_pixels).pixels

@@ -89,7 +89,7 @@ class SuperResolutionModule(tf.Module):
     def _upscale_encoded(self, image_bytes):
         # Checked on the header first, so that a tiny file declaring a huge image is not decoded;
         # a format whose header is not read is refused, and a GIF is cut after its first image.
-        header = image_header.inspect(image_bytes)
+        header = image_header.inspect(image_bytes, self._tiling.max_input_pixels)
         with tf.control_dependencies([self._assert_within_limit(header.pixels)]):
             contents = tf.identity(header.contents)
         image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
