@@ -2,7 +2,8 @@
 
 A small file can declare a huge canvas (a "decompression bomb"): a 38-byte lossless WebP decodes
 to 16383 x 16383 pixels, and a 1 MB GIF can hold hundreds of 1024 x 1024 frames, all of which
-tf.io.decode_image decodes even when it keeps only the first. `inspect` reads the header of the
+tf.io.decode_image decodes even when it keeps only the first (and sizes its output by the
+largest). `inspect` reads the header of the
 formats the serving signature accepts, refuses everything else (and short, truncated headers)
 with an InvalidArgument error, and cuts a GIF after its first image, so that the pixel limit
 bounds what decoding allocates. Everything here runs in the exported graph, so TF Serving gets
@@ -111,7 +112,9 @@ def image_format(data):
 
 
 def _png(data):
-    return _big_endian(data, 16, 4) * _big_endian(data, 20, 4), data  # IHDR width, height.
+    # IHDR width, height: 32 bits each, clamped so that their product cannot overflow int64.
+    width = tf.minimum(_big_endian(data, 16, 4), 2**31)
+    return width * tf.minimum(_big_endian(data, 20, 4), 2**31), data
 
 
 def _jpeg(data):

@@ -66,6 +66,10 @@ def _png_bomb(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(chunk[4:]))
 
 
+def test_declared_png_size_does_not_overflow():
+    assert image_header.declared_pixels(tf.constant(_png_bomb(2**32 - 1, 2**32 - 1))) == 2**62
+
+
 def test_huge_declared_png_is_rejected_before_decoding(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel limit"):
         loaded.signatures[contract.BYTES_SIGNATURE](
