@@ -1,10 +1,13 @@
 """The exported tf.Module: the generator behind two serving signatures (serving.contract names).
 
-  serving_default  image_bytes string [-1] (PNG/JPEG/BMP/GIF, 1/3/4 channels) -> sr_image_bytes PNG
+  serving_default  image_bytes string [-1] (PNG/JPEG/GIF/BMP/WebP)          -> sr_image_bytes PNG
   upscale_uint8    lr_image uint8 [-1, -1, -1, 3]                            -> sr_image uint8
 
 Both run the generator through serving.tiling, so a large input is upscaled in bounded memory,
 and both reject an input over `max_input_pixels` with an InvalidArgument error that says so.
+serving_default reads each image's header in the graph (serving.image_header) before decoding:
+other formats, truncated headers and animated WebP are refused, and a GIF's first frame only is
+decoded (an animation's other frames are dropped, as most SR tools do).
 """
 
 import dataclasses
@@ -84,11 +87,12 @@ class SuperResolutionModule(tf.Module):
         return sr
 
     def _upscale_encoded(self, image_bytes):
-        # Checked on the header first, so that a tiny file declaring a huge image is not decoded.
-        header_check = self._assert_within_limit(image_header.declared_pixels(image_bytes))
-        with tf.control_dependencies([header_check]):
-            image_bytes = tf.identity(image_bytes)
-        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+        # Checked on the header first, so that a tiny file declaring a huge image is not decoded;
+        # a format whose header is not read is refused, and a GIF is cut after its first image.
+        header = image_header.inspect(image_bytes, self._tiling.max_input_pixels)
+        with tf.control_dependencies([self._assert_within_limit(header.pixels)]):
+            contents = tf.identity(header.contents)
+        image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
         sr = self.upscale(image[tf.newaxis])[0]
         return tf.io.encode_png(sr)
 
