@@ -1,5 +1,7 @@
 """TF Serving's gRPC PredictionService/Predict and ModelService/GetModelStatus (official protos)."""
 
+import logging
+
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (
@@ -9,7 +11,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import contract
+from serving import contract, model_manager
 from serving.model_manager import RequestError
 
 
@@ -23,7 +25,13 @@ def _requested_version(model_spec):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict over a model_manager.ModelManager."""
+    """Predict over a model_manager.ModelManager.
+
+    Input TensorProtos are converted by model_manager.array_from_proto, not tf.make_ndarray:
+    checked against the signature and the server's limits before they are materialised, and
+    refused (INVALID_ARGUMENT) where TF Serving would convert a dtype or repeat a value to fill a
+    shape. The computation stops when the client cancels or its deadline passes.
+    """
 
     def __init__(self, manager):
         self._manager = manager
@@ -32,24 +40,33 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = request.model_spec
         signature = spec.signature_name or contract.BYTES_SIGNATURE
         try:
-            try:
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            except (TypeError, ValueError) as e:
-                raise RequestError(
-                    contract.INVALID_ARGUMENT, f"Unreadable input tensor: {e}"
-                ) from None
-            version, outputs = self._manager.predict(
-                spec.name, _requested_version(spec), signature, inputs
+            servable = self._manager.resolve(spec.name, _requested_version(spec))
+            outputs = servable.predict(
+                signature,
+                _inputs(request, servable.input_specs(signature), servable.limits, signature),
+                is_cancelled=lambda: not context.is_active(),
             )
         except RequestError as e:
             _abort(context, e)
+        except Exception as e:  # INTERNAL with the reason, rather than gRPC's bare UNKNOWN
+            logging.exception("Predict failed")
+            _abort(context, RequestError(contract.INTERNAL, f"Internal error: {e}"))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
-        response.model_spec.version.value = version
+        response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature
         for name, value in outputs.items():
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
+
+
+def _inputs(request, specs, limits, signature):
+    """{input name: numpy array} of a PredictRequest, each checked before it is built."""
+    model_manager.check_input_names(signature, specs, request.inputs)
+    return {
+        name: model_manager.array_from_proto(name, proto, specs[name], limits)
+        for name, proto in request.inputs.items()
+    }
 
 
 class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
