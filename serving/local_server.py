@@ -13,7 +13,6 @@ import srgan_cli
 srgan_cli.quiet_console()  # before TensorFlow and gRPC are imported
 srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -22,7 +21,6 @@ import threading  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from serving import contract, server_lib  # noqa: E402
-from serving.limits import ServerLimits  # noqa: E402
 
 _MODEL_BASE_PATH = flags.DEFINE_string(
     "model_base_path", None, "EXPORT_BASE/NAME, holding integer version folders."
@@ -40,37 +38,7 @@ _PORT_FILE = flags.DEFINE_string(
     "port_file", None, "Write the bound addresses here as JSON once both servers listen."
 )
 
-_LIMIT_HELP = {
-    "max_body_bytes": "Largest REST body and gRPC request message (bigger: HTTP 413).",
-    "max_instances": "Images per request, either signature (more: 400 / INVALID_ARGUMENT).",
-    "max_request_pixels": "N*H*W of an upscale_uint8 request (more: 400 / INVALID_ARGUMENT).",
-    "max_threads": "Requests computed at once per protocol; more REST connections queue.",
-    "read_timeout_seconds": "Time a REST client has to send each request (slower: 408, closed).",
-}
-
-
-def define_limit_flags(flag_values=flags.FLAGS):
-    """One flag per ServerLimits field, with the dataclass default; each must be positive."""
-    defaults = ServerLimits()
-    for field in dataclasses.fields(ServerLimits):
-        default = getattr(defaults, field.name)
-        define = flags.DEFINE_float if isinstance(default, float) else flags.DEFINE_integer
-        define(field.name, default, _LIMIT_HELP[field.name], flag_values=flag_values)
-        flags.register_validator(
-            field.name,
-            lambda value: value is not None and value > 0,
-            f"--{field.name} must be positive",
-            flag_values=flag_values,
-        )
-
-
-def limits_from_flags(flag_values=flags.FLAGS):
-    return ServerLimits(
-        **{field.name: flag_values[field.name].value for field in dataclasses.fields(ServerLimits)}
-    )
-
-
-define_limit_flags()
+server_lib.define_limit_flags()
 
 
 def _write_port_file(path, server):
@@ -90,7 +58,7 @@ def main(argv):
         rest_port=_REST_PORT.value,
         grpc_port=_GRPC_PORT.value,
         poll_seconds=_POLL_SECONDS.value,
-        limits=limits_from_flags(),
+        limits=server_lib.limits_from_flags(),
     )
     try:
         server = server_lib.start(config)

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import grpc
+from absl import flags
 
 from serving import contract, grpc_api, rest_api
 from serving.limits import ServerLimits
@@ -25,6 +26,42 @@ class ServerConfig:
     grpc_port: int = 8500
     poll_seconds: float = 1.0
     limits: ServerLimits = ServerLimits()
+
+
+_LIMIT_HELP = {
+    "max_body_bytes": "Largest REST body and gRPC request message (bigger: HTTP 413).",
+    "max_instances": "Images per request, either signature (more: 400 / INVALID_ARGUMENT).",
+    "max_request_pixels": "N*H*W of an upscale_uint8 request (more: 400 / INVALID_ARGUMENT).",
+    "max_threads": "Requests computed at once per protocol; more REST connections queue.",
+    "read_timeout_seconds": "Time a REST client has to send each request (slower: 408, closed).",
+}
+
+
+def define_limit_flags(flag_values=flags.FLAGS):
+    """srgan-serve's flags for ServerLimits: one per field, with the dataclass default.
+
+    A value that is not positive is absl's one-line flag error ("--max_threads must be
+    positive"). Defined here rather than in local_server so that tests can parse them into a
+    FlagValues of their own without importing the CLI module.
+    """
+    defaults = ServerLimits()
+    for field in dataclasses.fields(ServerLimits):
+        default = getattr(defaults, field.name)
+        define = flags.DEFINE_float if isinstance(default, float) else flags.DEFINE_integer
+        define(field.name, default, _LIMIT_HELP[field.name], flag_values=flag_values)
+        flags.register_validator(
+            field.name,
+            lambda value: value is not None and value > 0,
+            f"--{field.name} must be positive",
+            flag_values=flag_values,
+        )
+
+
+def limits_from_flags(flag_values=flags.FLAGS):
+    """The ServerLimits that parsed define_limit_flags flags ask for."""
+    return ServerLimits(
+        **{field.name: flag_values[field.name].value for field in dataclasses.fields(ServerLimits)}
+    )
 
 
 class LocalServer:
