@@ -32,7 +32,7 @@ import numpy as np
 
 from serving import contract
 from serving.limits import ServerLimits
-from serving.model_manager import RequestError
+from serving.model_manager import RequestError, input_specs
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
@@ -143,12 +143,25 @@ def _check_instances(count, max_instances):
         )
 
 
-def parse_predict_request(request, input_names, max_instances=ServerLimits.max_instances):
+def string_inputs(servable, signature):
+    """The signature's string inputs: the only ones whose values hold {"b64": ...} or text."""
+    specs = input_specs(servable.model, signature or contract.BYTES_SIGNATURE)
+    return {name for name, spec in specs.items() if spec.dtype.name == "string"}
+
+
+def parse_predict_request(
+    request, input_names, max_instances=ServerLimits.max_instances, string_names=None
+):
     """Predict JSON object -> (input name -> nested-list value, "row" | "columnar").
 
     A batch over `max_instances` is refused on the parsed list's length, before any value is
-    looked at, let alone converted.
+    looked at, let alone converted. Only inputs in `string_names` (None: all) are walked for
+    {"b64": ...} values: a uint8 image's millions of numbers are passed on as parsed, not copied.
     """
+
+    def decode(name, value):
+        return _decode_b64(value) if string_names is None or name in string_names else value
+
     if ("instances" in request) == ("inputs" in request):
         raise RequestError(
             contract.INVALID_ARGUMENT,
@@ -164,7 +177,7 @@ def parse_predict_request(request, input_names, max_instances=ServerLimits.max_i
         for value in inputs.values():
             if isinstance(value, list):
                 _check_instances(len(value), max_instances)
-        return {k: _decode_b64(v) for k, v in inputs.items()}, "columnar"
+        return {k: decode(k, v) for k, v in inputs.items()}, "columnar"
     instances = request["instances"]
     if not isinstance(instances, list) or not instances:
         raise RequestError(contract.INVALID_ARGUMENT, '"instances" must be a non-empty list.')
@@ -175,12 +188,12 @@ def parse_predict_request(request, input_names, max_instances=ServerLimits.max_i
             raise RequestError(
                 contract.INVALID_ARGUMENT, "All instances must name the same inputs."
             )
-        return {n: _decode_b64([i[n] for i in instances]) for n in names}, "row"
+        return {n: decode(n, [i[n] for i in instances]) for n in names}, "row"
     if len(input_names) != 1:
         raise RequestError(
             contract.INVALID_ARGUMENT, f"Instances must be objects naming {input_names}."
         )
-    return {input_names[0]: _decode_b64(instances)}, "row"
+    return {input_names[0]: decode(input_names[0], instances)}, "row"
 
 
 def _to_json(name, array):
@@ -537,7 +550,10 @@ def make_handler(manager, limits=None):
             signature = signature_name(request)
             servable = manager.resolve(name, version)
             inputs, request_format = parse_predict_request(
-                request, servable.input_names(signature), limits.max_instances
+                request,
+                servable.input_names(signature),
+                limits.max_instances,
+                string_inputs(servable, signature),
             )
             del request  # the nested lists live on in `inputs` only
             outputs = servable.predict(

@@ -5,6 +5,7 @@ them) and asserts the status, that the connection is closed when its bytes canno
 and that the server answers a good request afterwards.
 """
 
+import concurrent.futures
 import http.client
 import json
 import os
@@ -284,31 +285,46 @@ def big_export(model_dir, tmp_path_factory):
     return base, export_dir
 
 
+def _signature_output(export_dir, lr):
+    loaded = tf.saved_model.load(export_dir)
+    out = loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.constant(lr[np.newaxis]))
+    return out[contract.TENSOR_OUTPUT].numpy()
+
+
+def _pixels(answer, shape):
+    """The numbers of a {"predictions": [...]} answer, in order (json.loads would take seconds
+    over 4 M pixel lists; test_uint8_answers_are_json_of_the_same_values checks the JSON)."""
+    prefix = b'{"predictions": '
+    assert answer.startswith(prefix + b"[" * len(shape)) and answer.endswith(b"]}")
+    numbers = answer[len(prefix) : -1].translate(bytes.maketrans(b"[],", b"   ")).decode()
+    values = np.fromstring(numbers, dtype=np.int64, sep=" ")
+    assert values.size == np.prod(shape) and values.min() >= 0 and values.max() <= 255
+    return values.astype(np.uint8).reshape(shape)
+
+
 def test_a_large_tensor_answer_is_streamed_in_bounded_memory(big_export):
     """The old server grew by 622 MiB for this request (50 M-entry lists and one huge string)."""
     base, export_dir = big_export
     lr = make_image(BIG_SIDE, BIG_SIDE, seed=3)
     body = json.dumps({"signature_name": contract.TENSOR_SIGNATURE, "instances": [lr.tolist()]})
-    with server_process_lib.start(
-        os.path.join(base, BIG_MODEL), BIG_MODEL, extra_args=["--max_instances=1"], timeout=180
-    ) as server:
-        peak = PeakMemory(server.process.pid)
-        peak.reset()
-        url = f"http://{server.rest_address}/v1/models/{BIG_MODEL}:predict"
-        request = urllib.request.Request(url, body.encode())
-        with urllib.request.urlopen(request, timeout=120) as response:
-            length = int(response.headers["Content-Length"])
-            answer = response.read()
-        growth = peak.growth_mib()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        expected = pool.submit(_signature_output, export_dir, lr)  # while the server starts
+        with server_process_lib.start(
+            os.path.join(base, BIG_MODEL), BIG_MODEL, extra_args=["--max_instances=1"]
+        ) as server:
+            peak = PeakMemory(server.process.pid)
+            expected.result()
+            peak.reset()
+            url = f"http://{server.rest_address}/v1/models/{BIG_MODEL}:predict"
+            request = urllib.request.Request(url, body.encode())
+            with urllib.request.urlopen(request, timeout=120) as response:
+                length = int(response.headers["Content-Length"])
+                answer = response.read()
+            growth = peak.growth_mib()
     assert growth < 300, f"the server grew by {growth:.0f} MiB for one request"
-    assert len(answer) == length and answer.startswith(b'{"predictions": [[[[')
-    # json.loads would take seconds over 4 M pixel lists; the encoder's JSON is checked against
-    # json.loads in test_uint8_answers_are_json_of_the_same_values. Here: the pixels.
-    numbers = answer[len('{"predictions": ') : -1].translate(bytes.maketrans(b"[],", b"   "))
-    sr = np.array(numbers.split(), np.uint8).reshape(1, BIG_SIDE * SCALE, BIG_SIDE * SCALE, 3)
-    loaded = tf.saved_model.load(export_dir)
-    expected = loaded.signatures[contract.TENSOR_SIGNATURE](lr_image=tf.constant(lr[None]))
-    np.testing.assert_array_equal(sr, expected[contract.TENSOR_OUTPUT].numpy())
+    assert len(answer) == length
+    sr = _pixels(answer, (1, BIG_SIDE * SCALE, BIG_SIDE * SCALE, 3))
+    np.testing.assert_array_equal(sr, expected.result())
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (3, 1), (2, 3, 4), (2, 5, 7, 3), (2, 2, 2, 2, 3)])
