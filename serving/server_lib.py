@@ -105,7 +105,8 @@ class _PooledRestServer(http.server.HTTPServer):
     served in arrival order once a worker frees; past that backlog the kernel refuses them. A
     client is never turned away with a 503: rest_api's read timeout bounds how long any client
     can hold a worker, so a queued connection waits at most that plus the requests' compute time.
-    (A waiting client's own timeout may of course expire first.)
+    (A waiting client's own timeout may of course expire first.) An idle keep-alive connection
+    holds its worker until its next request or the read timeout, whichever comes first.
     """
 
     request_queue_size = 64
