@@ -38,6 +38,8 @@ _PORT_FILE = flags.DEFINE_string(
     "port_file", None, "Write the bound addresses here as JSON once both servers listen."
 )
 
+server_lib.define_limit_flags()
+
 
 def _write_port_file(path, server):
     temp = f"{path}.tmp-{os.getpid()}"
@@ -56,6 +58,7 @@ def main(argv):
         rest_port=_REST_PORT.value,
         grpc_port=_GRPC_PORT.value,
         poll_seconds=_POLL_SECONDS.value,
+        limits=server_lib.limits_from_flags(),
     )
     try:
         server = server_lib.start(config)
