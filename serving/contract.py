@@ -42,16 +42,26 @@ CANCELLED = "CANCELLED"
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 UNIMPLEMENTED = "UNIMPLEMENTED"
-# As tensorflow_serving's http_rest_api_handler maps them (499: the client closed the request).
+# Every status's HTTP code as TF Serving's REST API answers it (model_servers/http_server.cc
+# ToHTTPStatusCode; 499: the client closed the request).
 HTTP_STATUS = {
-    INVALID_ARGUMENT: 400,
-    NOT_FOUND: 404,
+    OK: 200,
     CANCELLED: 499,
-    RESOURCE_EXHAUSTED: 429,
+    "UNKNOWN": 500,
+    INVALID_ARGUMENT: 400,
     DEADLINE_EXCEEDED: 504,
-    INTERNAL: 500,
+    NOT_FOUND: 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    RESOURCE_EXHAUSTED: 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
     UNIMPLEMENTED: 501,
+    INTERNAL: 500,
     UNAVAILABLE: 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
 }
 # ModelVersionStatus.State of a served version.
 AVAILABLE = "AVAILABLE"

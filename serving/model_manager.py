@@ -26,9 +26,6 @@ from tensorflow_serving.apis import prediction_log_pb2
 from serving import contract, versions
 from serving.limits import ServerLimits
 
-# TF Serving's status of a request whose client went away (serving.contract has no name for it
-# yet; TF Serving's REST API answers it with HTTP 499).
-CANCELLED = "CANCELLED"
 # How often a running signature asks whether its client is still there.
 CANCEL_POLL_SECONDS = 0.05
 # A version that failed to load is retried when its files change, else after this back-off,
@@ -185,19 +182,23 @@ class ModelManager:
         self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
         self._poller.start()
 
+    def try_load_newest(self):
+        """load_newest() that logs a failure instead of raising (the start and every poll)."""
+        try:
+            self.load_newest()
+        except Exception as e:  # A broken new version must not take down the one being served.
+            # One line per failed attempt; attempts are rare (see load_newest).
+            logging.warning(
+                "Could not load a new version of %s: %s: %s; %s.",
+                self.model_name,
+                type(e).__name__,
+                _first_line(e),
+                self.retry_plan() or "tried again at the next poll",
+            )
+
     def _poll(self):
         while not self._stop.wait(self._poll_seconds):
-            try:
-                self.load_newest()
-            except Exception as e:  # A broken new version must not take down the one being served.
-                # One line per failed attempt; attempts are rare (see load_newest).
-                logging.warning(
-                    "Could not load a new version of %s: %s: %s; %s.",
-                    self.model_name,
-                    type(e).__name__,
-                    _first_line(e),
-                    self.retry_plan() or "tried again at the next poll",
-                )
+            self.try_load_newest()
 
     def stop(self):
         self._stop.set()
@@ -310,7 +311,7 @@ class Servable:
             once it returns True (the client went away) the computation is stopped.
 
         Raises:
-          RequestError: unknown signature, bad inputs, a graph error, or CANCELLED.
+          RequestError: unknown signature, bad inputs, a graph error, or contract.CANCELLED.
         """
         return _run_signature(
             self.model,
@@ -642,7 +643,8 @@ def _run_signature(model, signature_name, inputs, limits, is_cancelled=None):
 
 def _cancelled():
     return RequestError(
-        CANCELLED, "The client went away (cancelled, or past its deadline); computation stopped."
+        contract.CANCELLED,
+        "The client went away (cancelled, or past its deadline); computation stopped.",
     )
 
 

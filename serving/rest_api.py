@@ -39,27 +39,6 @@ _PATH = re.compile(
     r"(?P<verb>:predict)?$"
 )
 
-# TF Serving's HTTP status for each status code (model_servers/http_server.cc ToHTTPStatusCode);
-# contract.HTTP_STATUS holds the ones this project raises itself.
-_TF_SERVING_HTTP_STATUS = {
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "RESOURCE_EXHAUSTED": 429,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-    "UNAUTHENTICATED": 401,
-    **contract.HTTP_STATUS,
-}
 # Bytes of the answer encoded and written at a time.
 _WRITE_CHUNK_BYTES = 1 << 20
 # How long a closing connection is drained of a body it was answered without reading, so that the
@@ -83,10 +62,14 @@ class HttpError(Exception):
 def http_status(error):
     """The HTTP status of a RequestError: TF Serving's mapping of its code; 400 for a code the
     mapping does not know (a RequestError is by definition the request's fault)."""
-    return _TF_SERVING_HTTP_STATUS.get(error.code, 400)
+    return contract.HTTP_STATUS.get(error.code, 400)
 
 
-def _decode_b64(value):
+# String inputs are vectors of images: deeper lists are refused here, never recursed into.
+_MAX_STRING_NESTING = 8
+
+
+def _decode_b64(value, depth=0):
     """Replaces every {"b64": str} in nested lists by the decoded bytes, every str by its UTF-8."""
     if isinstance(value, dict) and set(value) == {"b64"}:
         try:
@@ -96,7 +79,12 @@ def _decode_b64(value):
                 contract.INVALID_ARGUMENT, 'Unable to base64 decode a {"b64": ...} value.'
             ) from None
     if isinstance(value, list):
-        return [_decode_b64(v) for v in value]
+        if depth >= _MAX_STRING_NESTING:
+            raise RequestError(
+                contract.INVALID_ARGUMENT,
+                f"String values nested over {_MAX_STRING_NESTING} lists deep.",
+            )
+        return [_decode_b64(v, depth + 1) for v in value]
     if isinstance(value, str):
         try:
             return value.encode("utf-8")

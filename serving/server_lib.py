@@ -175,11 +175,15 @@ def _grpc_options(limits):
 
 
 def start(config: ServerConfig):
-    """Loads the newest version, starts both servers and the version poller; returns LocalServer."""
+    """Loads the newest version, starts both servers and the version poller; returns LocalServer.
+
+    A newest version that does not load (still being copied, broken) is logged and retried by
+    the poller; the server starts anyway and answers NOT_FOUND until a version loads.
+    """
     manager = ModelManager(
         config.model_base_path, config.model_name, config.poll_seconds, limits=config.limits
     )
-    manager.load_newest()
+    manager.try_load_newest()
     manager.start_polling()
     grpc_server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.limits.max_threads),

@@ -194,9 +194,6 @@ def test_malformed_json_is_a_400_not_a_500(server, loaded, case):
     _assert_serves(server, loaded)
 
 
-@pytest.mark.xfail(
-    reason="needs the strict value conversion of model_manager (issue 14, other part)"
-)
 @pytest.mark.parametrize("instances", [[1, 2], [None]], ids=["ints_as_bytes", "null"])
 def test_values_the_signature_cannot_take_are_a_400(server, instances):
     data = json.dumps({"instances": instances}).encode()
