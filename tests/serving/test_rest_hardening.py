@@ -336,3 +336,36 @@ def test_uint8_answers_are_json_of_the_same_values(shape):
         text = b"".join(chunks)
         assert len(text) == length
         assert json.loads(text) == json.loads(json.dumps(payload, default=np.ndarray.tolist))
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_rest_client_that_goes_away_stops_the_computation(server_process):
+    """16 images of 100x100 take the server a few CPU seconds; closing the connection after
+    sending them must stop the work within a poll, and the server keeps serving."""
+    pid = server_process.process.pid
+    batch = np.stack([make_image(100, 100, seed=i) for i in range(16)])
+    body = json.dumps(
+        {"signature_name": contract.TENSOR_SIGNATURE, "inputs": batch.tolist()}
+    ).encode()
+    host, port = server_process.rest_address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    time.sleep(0.5)  # the server is computing
+    sock.close()
+    time.sleep(0.5)  # the handler polls its socket every 50 ms; TF stops at its next loop
+    start = _cpu_seconds(pid)
+    time.sleep(2)
+    after_close = _cpu_seconds(pid) - start
+    request = urllib.request.Request(
+        f"http://{server_process.rest_address}{PREDICT}", data=GOOD.encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert answer.status == 200
+    assert after_close < 0.3, f"{after_close:.2f} s CPU in the 2 s after the client left"
