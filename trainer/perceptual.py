@@ -203,26 +203,32 @@ def check_layers(network, layer_weights):
         raise ValueError(f"Perceptual layers need a positive weight: {list(layer_weights)}.")
 
 
+_VGG19_FILTERS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+
+
 def _vgg19_preactivation(backbone, layer_names):
-    """VGG19 rebuilt with each conv's ReLU as a separate layer, cut after the deepest wanted conv.
+    """VGG19 with each conv's ReLU as a separate layer, cut after the deepest wanted conv.
 
     Returns a model whose outputs are the wanted convs' outputs before their ReLU, in the order
-    of `layer_names`; weights are copied from `backbone` layer by layer.
+    of `layer_names`; Keras' layer names, weights copied from `backbone` layer by layer (None:
+    random weights, and the full network is never built).
     """
     wanted = {_keras_vgg19_name(name) for name in layer_names}
     inputs = keras.Input(shape=(None, None, 3))
     x, taps = inputs, {}
-    for layer in backbone.layers[1:]:
-        if isinstance(layer, layers.Conv2D):
-            conv = layers.Conv2D(layer.filters, layer.kernel_size, padding="same", name=layer.name)
-            taps[layer.name] = conv(x)
-            conv.set_weights(layer.get_weights())
-            x = layers.ReLU()(taps[layer.name])
-        else:
-            x = layers.MaxPooling2D(layer.pool_size, layer.strides, name=layer.name)(x)
-        if wanted <= set(taps):
-            break
-    return keras.Model(inputs, [taps[_keras_vgg19_name(name)] for name in layer_names])
+    for block, count in _VGG19_BLOCK_CONVS.items():
+        if block > 1:
+            x = layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
+        for index in range(1, count + 1):
+            name = f"block{block}_conv{index}"
+            conv = layers.Conv2D(_VGG19_FILTERS[block], 3, padding="same", name=name)
+            taps[name] = conv(x)
+            if backbone is not None:
+                conv.set_weights(backbone.get_layer(name).get_weights())
+            if wanted <= set(taps):
+                return keras.Model(inputs, [taps[_keras_vgg19_name(n)] for n in layer_names])
+            x = layers.ReLU()(taps[name])
+    raise AssertionError("unreachable: check_layers accepts VGG19 convs only")
 
 
 def build_content_model(network="vgg54", weights="imagenet", cache_dir=None, layers_=None):
@@ -245,18 +251,20 @@ def build_content_model(network="vgg54", weights="imagenet", cache_dir=None, lay
     """
     spec = _spec(network)
     weights_path = _resolve_weights(network, weights, cache_dir)
-    backbone = _build_backbone(spec, weights_path)
     inputs = keras.Input(shape=(None, None, 3), name="hr_range_images", dtype="float32")
     x = ImageNetPreprocess(network, dtype="float32")(inputs)
     if spec.default_layers:
         names = list(layers_) if layers_ else [name for name, _ in spec.default_layers]
         check_layers(network, [(name, 1.0) for name in names])
+        backbone = None if weights_path is None else _build_backbone(spec, weights_path)
         taps = _vgg19_preactivation(backbone, names)(x)
+        taps = taps if isinstance(taps, list | tuple) else [taps]
         features = [
             layers.Rescaling(spec.feature_scale, dtype="float32", name=f"features_{name}")(tap)
             for name, tap in zip(names, taps, strict=True)
         ]
     else:
+        backbone = _build_backbone(spec, weights_path)
         cut = keras.Model(backbone.input, backbone.get_layer(spec.layer).output)
         # The scale is applied in float32: VGG54 activations reach the thousands.
         features = layers.Rescaling(spec.feature_scale, dtype="float32", name="features")(cut(x))

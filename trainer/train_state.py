@@ -130,7 +130,7 @@ def apply_learning_rates(state, schedule: config_lib.ScheduleConfig):
                 optimizer.learning_rate = rate
 
 
-def make_checkpoint(state):
+def make_checkpoint(state, include_ema=True):
     """The tf.train.Checkpoint of a phase; the generator key is generator_store's.
 
     No input iterator: tf.distribute iterators are not Trackable in TF 2.21 (see
@@ -143,7 +143,7 @@ def make_checkpoint(state):
     }
     if state.discriminator is not None:
         objects.update(discriminator=state.discriminator, d_optimizer=state.d_optimizer)
-    if state.ema_generator is not None:
+    if state.ema_generator is not None and include_ema:
         objects[ema_lib.EMA_KEY] = state.ema_generator
     return tf.train.Checkpoint(**objects)
 
@@ -166,8 +166,12 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
         pretrain checkpoint to start from.
     """
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        note = _start_ema(state, manager.latest_checkpoint)
+        prefix = manager.latest_checkpoint
+        if state.ema_generator is not None and not generator_store.checkpoint_has_ema(prefix):
+            # --ema_decay turned on in a resumed run: everything else must still match.
+            checkpoint = make_checkpoint(state, include_ema=False)
+        checkpoint.restore(prefix).assert_existing_objects_matched()
+        note = _start_ema(state, prefix)
         return f"resumed from {manager.latest_checkpoint} at step {state.step()}{note}"
     source = init_checkpoint
     if source is None and phase == config_lib.GAN:
