@@ -170,7 +170,15 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
         if state.ema_generator is not None and not generator_store.checkpoint_has_ema(prefix):
             # --ema_decay turned on in a resumed run: everything else must still match.
             checkpoint = make_checkpoint(state, include_ema=False)
-        checkpoint.restore(prefix).assert_existing_objects_matched()
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as e:
+            # generator.json already matched: the discriminator (or the optimizers) differ;
+            # a different shape fails the assignment, a missing object the assertion.
+            raise ValueError(
+                f"{prefix} does not hold this run's models (another --discriminator or "
+                f"--discriminator_channels than the run that wrote it?): {str(e)[:300]}"
+            ) from None
         note = _start_ema(state, prefix)
         return f"resumed from {manager.latest_checkpoint} at step {state.step()}{note}"
     source = init_checkpoint

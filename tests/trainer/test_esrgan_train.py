@@ -2,6 +2,7 @@
 its GAN with the U-Net discriminator, RaGAN and VGG19 layers before activation; the EMA started,
 saved, resumed exactly and used by validation and loading; RRDBNet + U-Net in mixed precision."""
 
+import dataclasses
 import os
 
 import keras
@@ -105,6 +106,11 @@ def test_compact_pretrain_then_unet_ragan_gan_with_ema_resumed_exactly(source, s
     assert {tuple(np.round(w.numpy(), 6)) for w in sn_u} == {
         tuple(np.round(v, 6)) for v in saved_sn
     }
+    other = dataclasses.replace(
+        _config(model_dir, "gan"), discriminator=config_lib.DiscriminatorConfig("unet", 8)
+    )
+    with pytest.raises(ValueError, match="does not hold this run's models"):
+        loop.build_controller(other, source, strategy)
 
 
 @pytest.fixture
