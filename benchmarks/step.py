@@ -8,16 +8,20 @@ round, and the median reported (the machine may be shared). Random weights every
 
   python -m benchmarks.step                                  # the paper's models, GPU or CPU
   python -m benchmarks.step --batch_sizes=16 --rounds=3 --num_blocks=4   # minutes on 2 CPU cores
+  python -m benchmarks.step --generator=rrdb --discriminator=unet --gan_loss=ragan   # ESRGAN
 
 On CPU, XLA auto-clustering (--xla_modes=auto) only clusters when the process starts with
 TF_XLA_FLAGS=--tf_xla_cpu_global_jit.
 """
 
+import dataclasses
+
+import keras
 from absl import app, flags
 
 from benchmarks import common
 from trainer import config as config_lib
-from trainer import steps
+from trainer import generator_store, steps, train_state
 from trainer import strategy as strategy_lib
 
 _PHASES = flags.DEFINE_list("phases", list(config_lib.PHASES), "Phases to time.")
@@ -29,8 +33,18 @@ _ROUNDS = flags.DEFINE_integer(
     "Timed rounds; each times one loop call of every XLA mode in alternation (medians reported).",
 )
 _STEPS_PER_LOOP = flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call.")
-_NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
-_CHANNELS = flags.DEFINE_integer("channels", 64, "Generator channels.")
+_GENERATOR = flags.DEFINE_enum(
+    "generator", config_lib.SRRESNET, list(config_lib.GENERATORS), "Generator architecture."
+)
+_NUM_BLOCKS = flags.DEFINE_integer(
+    "num_blocks", None, "Generator blocks (default: the architecture's reference size)."
+)
+_CHANNELS = flags.DEFINE_integer("channels", None, "Generator channels (default: reference).")
+_GROWTH = flags.DEFINE_integer("growth", None, "rrdb growth channels (default 32).")
+_DISCRIMINATOR = flags.DEFINE_enum(
+    "discriminator", "vgg", list(config_lib.DISCRIMINATORS), "Discriminator architecture."
+)
+_GAN_LOSS = flags.DEFINE_enum("gan_loss", "bce", list(config_lib.GAN_LOSSES), "GAN loss.")
 _HR_PATCH_SIZE = flags.DEFINE_integer("hr_patch_size", 96, "HR patch size.")
 _MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", False, "mixed_float16 + loss scaling.")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES, "Strategy.")
@@ -50,10 +64,56 @@ def _iterator(strategy, batch_size, spec):
     )
 
 
-def _warm_loop_call(strategy, spec, phase, xla, batch_size):
+def _generator_config(spec):
+    return config_lib.GeneratorConfig(
+        scale=spec.scale,
+        num_blocks=_NUM_BLOCKS.value,
+        channels=_CHANNELS.value,
+        architecture=_GENERATOR.value,
+        growth=_GROWTH.value,
+    )
+
+
+def _build_models(strategy, spec, phase):
+    """common.build_models, with the generator and discriminator the flags name."""
     built = common.build_models(strategy, spec, phase, _MIXED_PRECISION.value)
+    if _GENERATOR.value == config_lib.SRRESNET and _DISCRIMINATOR.value == "vgg":
+        return built
+    previous_policy = keras.mixed_precision.global_policy()
+    if _MIXED_PRECISION.value:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            generator = generator_store.build_generator(_generator_config(spec))
+            discriminator = None
+            if phase == config_lib.GAN:
+                discriminator = train_state.build_discriminator(
+                    config_lib.DiscriminatorConfig(_DISCRIMINATOR.value), spec.hr_patch_size
+                )
+
+            def optimizer(model):
+                return steps.create_optimizer(
+                    1e-4, 0.9, 0.999, _MIXED_PRECISION.value, model.trainable_variables
+                )
+
+            return dataclasses.replace(
+                built,
+                generator=generator,
+                g_optimizer=optimizer(generator),
+                discriminator=discriminator,
+                d_optimizer=None if discriminator is None else optimizer(discriminator),
+            )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _warm_loop_call(strategy, spec, phase, xla, batch_size):
+    built = _build_models(strategy, spec, phase)
     config = config_lib.StepConfig(
-        phase=phase, xla=steps.resolve_xla_mode(xla, strategy), steps_per_loop=_STEPS_PER_LOOP.value
+        phase=phase,
+        xla=steps.resolve_xla_mode(xla, strategy),
+        steps_per_loop=_STEPS_PER_LOOP.value,
+        loss=config_lib.LossConfig(perceptual_weights="none", gan_loss=_GAN_LOSS.value),
     )
     loop_fn = steps.build_train_loop_fn(
         strategy,
@@ -85,8 +145,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
     strategy = strategy_lib.create_strategy(_STRATEGY.value)
+    generator = _generator_config(common.ModelSpec())
     spec = common.ModelSpec(
-        hr_patch_size=_HR_PATCH_SIZE.value, num_blocks=_NUM_BLOCKS.value, channels=_CHANNELS.value
+        hr_patch_size=_HR_PATCH_SIZE.value,
+        num_blocks=generator.num_blocks,
+        channels=generator.channels,
     )
     rows = [
         row
@@ -97,8 +160,9 @@ def main(argv):
     print(
         f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) on "
         f"{', '.join(strategy.extended.worker_devices)}; input: "
-        f"{_DATA_DIR.value or 'synthetic, on device'}; generator {spec.num_blocks} blocks x "
-        f"{spec.channels} ch; {spec.hr_patch_size}px HR patches; "
+        f"{_DATA_DIR.value or 'synthetic, on device'}; generator {generator.architecture} "
+        f"{spec.num_blocks} blocks x {spec.channels} ch; discriminator {_DISCRIMINATOR.value}, "
+        f"{_GAN_LOSS.value}; {spec.hr_patch_size}px HR patches; "
         f"mixed_precision={_MIXED_PRECISION.value}"
     )
     print(common.format_table(["phase", "xla", "effective", "batch", "steps/s", "patches/s"], rows))

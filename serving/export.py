@@ -6,6 +6,13 @@ r"""Exports a trained generator as a TF Serving SavedModel.
 writes exported/srgan/<next version>/ (serving_default: image bytes -> PNG bytes; upscale_uint8:
 uint8 tensors; the scale and generator configuration in contract.METADATA_FILE), ready for
 `tensorflow_model_server --model_base_path=$PWD/exported/srgan`.
+
+A run trained with --ema_decay exports its generator's moving average unless
+--export_weights=raw. ESRGAN's network interpolation blends a GAN model with its PSNR model:
+
+  srgan-export --model_dir=runs/esrgan --interpolate_checkpoint=runs/esrgan --alpha=0.8 ...
+
+exports 0.8 * (newest gan checkpoint) + 0.2 * (newest pretrain checkpoint).
 """
 
 import srgan_cli
@@ -39,7 +46,26 @@ _TILE_SIZE = flags.DEFINE_integer(
     "tile_size", TilingConfig.tile_size, "Tile core side in LR pixels for large inputs."
 )
 _TILE_OVERLAP = flags.DEFINE_integer(
-    "tile_overlap", TilingConfig.overlap, "LR pixels of context around every tile."
+    "tile_overlap",
+    None,
+    "LR pixels of context around every tile (default: 16 for srresnet; the receptive-field "
+    f"radius + 1 for rrdb / compact, at most {export_lib.MAX_DEFAULT_OVERLAP}).",
+)
+_EXPORT_WEIGHTS = flags.DEFINE_enum(
+    "export_weights",
+    None,
+    ["ema", "raw"],
+    "The generator's moving average (runs with --ema_decay) or its raw weights "
+    "(default: ema when the checkpoint has one, else raw).",
+)
+_INTERPOLATE_CHECKPOINT = flags.DEFINE_string(
+    "interpolate_checkpoint",
+    None,
+    "ESRGAN network interpolation: the PSNR model (a model_dir, whose newest pretrain "
+    "checkpoint is used, or a checkpoint prefix); exports alpha * model + (1 - alpha) * it.",
+)
+_ALPHA = flags.DEFINE_float(
+    "alpha", None, "With --interpolate_checkpoint: the GAN model's weight in [0, 1] (ESRGAN: 0.8)."
 )
 _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     "max_input_pixels",
@@ -54,13 +80,24 @@ def main(argv):
     if not srgan_cli.verbose():
         logging.set_verbosity(logging.WARNING)  # the saver's INFO lines (fingerprint, sharding)
     try:
-        tiling = TilingConfig(
-            tile_size=_TILE_SIZE.value,
-            overlap=_TILE_OVERLAP.value,
-            max_input_pixels=_MAX_INPUT_PIXELS.value,
-        )
+        tiling = None
+        if _TILE_OVERLAP.value is not None:
+            tiling = TilingConfig(
+                tile_size=_TILE_SIZE.value,
+                overlap=_TILE_OVERLAP.value,
+                max_input_pixels=_MAX_INPUT_PIXELS.value,
+            )
         export_dir, prefix = export_lib.export_from_model_dir(
-            _MODEL_DIR.value, _EXPORT_BASE.value, _MODEL_NAME.value, _VERSION.value, tiling
+            _MODEL_DIR.value,
+            _EXPORT_BASE.value,
+            _MODEL_NAME.value,
+            _VERSION.value,
+            tiling,
+            weights=_EXPORT_WEIGHTS.value,
+            interpolate_checkpoint=_INTERPOLATE_CHECKPOINT.value,
+            alpha=_ALPHA.value,
+            tile_size=_TILE_SIZE.value,
+            max_input_pixels=_MAX_INPUT_PIXELS.value,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"export failed: {e}")

@@ -11,6 +11,7 @@ never pick up a half-written version. An existing version is never overwritten.
 
 import dataclasses
 import io
+import math
 import os
 import posixpath
 import uuid
@@ -22,9 +23,85 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from serving import contract, versions
 from serving.serving_module import SuperResolutionModule, TilingConfig
+from trainer import config as trainer_config
 from trainer import generator_store
 
 WARMUP_IMAGE_SIDES = (16, 48)
+# Deep generators get tile context up to this many LR pixels by default (see default_overlap).
+MAX_DEFAULT_OVERLAP = 32
+
+
+def default_overlap(generator_config):
+    """The tile context an export uses unless told: enough for a deep generator, not more.
+
+    srresnet keeps TilingConfig's 16 (within 1/255 of untiled for the paper generator). rrdb and
+    compact get their receptive-field radius + 1, at most MAX_DEFAULT_OVERLAP: the compact
+    reference (16 convs) reaches 19, exact; the rrdb reference has a radius of ~348 LR pixels
+    (345 stacked convs), far beyond any tile, and gets 32 (Real-ESRGAN's own tiled inference pads
+    tiles by 10). Tiny test-size generators fall under the cap and tile exactly.
+    """
+    if generator_config.architecture == trainer_config.SRRESNET:
+        return TilingConfig.overlap
+    radius = generator_store.receptive_radius(generator_config)
+    return min(math.ceil(radius) + 1, MAX_DEFAULT_OVERLAP)
+
+
+def tiling_for(generator_config, tile_size=None, overlap=None, max_input_pixels=None):
+    """A TilingConfig from optional values (None: TilingConfig's default; overlap's is
+    default_overlap(generator_config))."""
+    values = {"tile_size": tile_size, "max_input_pixels": max_input_pixels}
+    return TilingConfig(
+        overlap=default_overlap(generator_config) if overlap is None else overlap,
+        **{name: value for name, value in values.items() if value is not None},
+    )
+
+
+def interpolate_weights(target, other, alpha):
+    """target <- alpha * target + (1 - alpha) * other, every variable (ESRGAN's network
+    interpolation, which blends whole state dicts, BatchNorm statistics included)."""
+    for mine, theirs in zip(target.weights, other.weights, strict=True):
+        mine.assign(alpha * mine.numpy() + (1.0 - alpha) * theirs.numpy())
+
+
+def load_export_generator(model_dir, weights=None, interpolate_checkpoint=None, alpha=None):
+    """The generator an export serves: a checkpoint's, or two checkpoints' interpolation.
+
+    Args:
+      model_dir: trainer model_dir (newest checkpoint: gan, else pretrain) or a prefix.
+      weights: "ema", "raw", or None (the EMA when a checkpoint has one); for both models.
+      interpolate_checkpoint: the PSNR-oriented model (ESRGAN DNI): a model_dir (its pretrain
+        phase's newest checkpoint) or a checkpoint prefix; None: no interpolation.
+      alpha: with interpolate_checkpoint, the weight of `model_dir`'s (GAN) model in [0, 1].
+
+    Returns:
+      (keras.Model, GeneratorConfig, description of the weights for the metadata/messages)
+
+    Raises:
+      ValueError: alpha without a second model (or the reverse), alpha outside [0, 1], or two
+        models built from different GeneratorConfigs.
+    """
+    generator, config, prefix = generator_store.load_generator(model_dir, weights)
+    source = f"{prefix} ({generator.restored_weights})"
+    if interpolate_checkpoint is None:
+        if alpha is not None:
+            raise ValueError("--alpha needs --interpolate_checkpoint (the PSNR model).")
+        return generator, config, source
+    if alpha is None or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1] to interpolate, got {alpha}.")
+    other, other_config, other_prefix = generator_store.load_generator(
+        interpolate_checkpoint, weights, phase=trainer_config.PRETRAIN
+    )
+    if other_config != config:
+        raise ValueError(
+            f"Cannot interpolate {prefix} ({config}) with {other_prefix} ({other_config}): "
+            "network interpolation needs two generators of the same GeneratorConfig."
+        )
+    interpolate_weights(generator, other, alpha)
+    return (
+        generator,
+        config,
+        f"{alpha:g} * {source} + {1.0 - alpha:g} * {other_prefix} ({other.restored_weights})",
+    )
 
 
 def _warmup_png(side):
@@ -130,14 +207,37 @@ def export_generator(
     return final_dir
 
 
-def export_from_model_dir(model_dir, export_base, model_name, version=None, tiling_config=None):
+def export_from_model_dir(
+    model_dir,
+    export_base,
+    model_name,
+    version=None,
+    tiling_config=None,
+    *,
+    weights=None,
+    interpolate_checkpoint=None,
+    alpha=None,
+    tile_size=None,
+    max_input_pixels=None,
+):
     """Loads the newest generator of a trainer model_dir (or a checkpoint prefix) and exports it.
 
+    Args:
+      model_dir, export_base, model_name, version: see export_generator.
+      tiling_config: the TilingConfig; None: tiling_for(the generator's config, tile_size,
+        None, max_input_pixels), i.e. default_overlap for the generator.
+      weights, interpolate_checkpoint, alpha: see load_export_generator.
+      tile_size, max_input_pixels: without tiling_config (None: TilingConfig's defaults).
+
     Returns:
-      (export directory, checkpoint prefix that was exported)
+      (export directory, what was exported: checkpoint prefix(es) and weights)
     """
-    generator, config, prefix = generator_store.load_generator(model_dir)
-    export_dir = export_generator(
-        generator, config, export_base, model_name, version, tiling_config, checkpoint=prefix
+    generator, config, source = load_export_generator(
+        model_dir, weights, interpolate_checkpoint, alpha
     )
-    return export_dir, prefix
+    if tiling_config is None:
+        tiling_config = tiling_for(config, tile_size, None, max_input_pixels)
+    export_dir = export_generator(
+        generator, config, export_base, model_name, version, tiling_config, checkpoint=source
+    )
+    return export_dir, source

@@ -2,6 +2,7 @@
 
   RunConfig
     generator  GeneratorConfig   what generator.json records (scale from the dataset's manifest)
+    discriminator DiscriminatorConfig  the GAN phase's discriminator
     input      InputConfig       the training stream (patch size, global batch, crops, shuffle)
     step       StepConfig        what one step does (phase, losses, XLA mode, steps per call)
       loss     LossConfig
@@ -29,6 +30,25 @@ XLA_DEFAULT = "default"
 
 PIXEL_LOSSES = ("mse", "l1")
 
+# Generators (trainer.models): srresnet (SRGAN), rrdb (ESRGAN's RRDBNet), compact (Real-ESRGAN's
+# SRVGGNetCompact). Their reference sizes fill a GeneratorConfig's size fields left at None.
+SRRESNET = "srresnet"
+RRDB = "rrdb"
+COMPACT = "compact"
+GENERATORS = (SRRESNET, RRDB, COMPACT)
+GENERATOR_REFERENCE_SIZES = {
+    SRRESNET: {"num_blocks": 16, "channels": 64, "growth": None},
+    RRDB: {"num_blocks": 23, "channels": 64, "growth": 32},
+    COMPACT: {"num_blocks": 16, "channels": 64, "growth": None},
+}
+
+# Discriminators: vgg (SRGAN's, one logit per image), unet (Real-ESRGAN's UNetDiscriminatorSN,
+# one logit per pixel).
+DISCRIMINATORS = ("vgg", "unet")
+
+# Adversarial losses (trainer.losses): bce (SRGAN), ragan (ESRGAN's relativistic average GAN).
+GAN_LOSSES = ("bce", "ragan")
+
 
 def _positive(owner, **values):
     for name, value in values.items():
@@ -43,23 +63,63 @@ def _choice(owner, name, value, choices):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """The SRResNet builder arguments (MODEL_DIR/generator.json; the export records them too).
+    """The generator builder arguments (MODEL_DIR/generator.json; the export records them too).
+
+    A generator.json written before `architecture` existed loads as srresnet (the field's
+    default), with the sizes it recorded.
 
     Attributes:
       scale: upscale factor, one of data_prep.schema.SCALES (from the dataset's manifest).
-      num_blocks: residual blocks (16 in the paper).
-      channels: feature channels (64 in the paper).
-      bicubic_skip: the generator adds the bicubic upscale of its input (learns the residual).
+      num_blocks: srresnet residual blocks (16), rrdb RRDBs (23), compact body convs (16);
+        None: the architecture's reference size.
+      channels: feature channels (64 for all three); None: the reference size.
+      bicubic_skip: the generator adds the bicubic upscale of its input (learns the residual;
+        compact replaces its nearest-neighbour base with it).
+      architecture: one of GENERATORS.
+      growth: rrdb's dense-block growth channels (32); None: the reference (rrdb) or not
+        applicable (a value for another architecture is an error).
     """
 
     scale: int
-    num_blocks: int = 16
-    channels: int = 64
+    num_blocks: int | None = None
+    channels: int | None = None
     bicubic_skip: bool = False
+    architecture: str = SRRESNET
+    growth: int | None = None
 
     def __post_init__(self):
         _choice("GeneratorConfig", "scale", self.scale, schema.SCALES)
+        _choice("GeneratorConfig", "architecture", self.architecture, GENERATORS)
+        reference = GENERATOR_REFERENCE_SIZES[self.architecture]
+        if reference["growth"] is None and self.growth is not None:
+            raise ValueError(
+                f"GeneratorConfig.growth applies to the rrdb generator only; the "
+                f"{self.architecture} generator got growth={self.growth}."
+            )
+        for name, value in reference.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         _positive("GeneratorConfig", num_blocks=self.num_blocks, channels=self.channels)
+        if reference["growth"] is not None:
+            _positive("GeneratorConfig", growth=self.growth)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The GAN phase's discriminator (trainer.models; not part of generator.json).
+
+    Attributes:
+      architecture: "vgg" (SRGAN's, fixed input size, one logit per image) or "unet"
+        (Real-ESRGAN's UNetDiscriminatorSN, any size, one logit per pixel).
+      channels: the first conv's features (64 for both).
+    """
+
+    architecture: str = "vgg"
+    channels: int = 64
+
+    def __post_init__(self):
+        _choice("DiscriminatorConfig", "architecture", self.architecture, DISCRIMINATORS)
+        _positive("DiscriminatorConfig", channels=self.channels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +158,23 @@ class InputConfig:
         )
 
 
+def parse_layer_weights(text):
+    """ "conv1_2:0.1,conv5_4:1" -> (("conv1_2", 0.1), ("conv5_4", 1.0)); a bare name weighs 1."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        try:
+            pairs.append((name.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"perceptual layer {item!r}: the weight is not a number.") from None
+    return tuple(pairs)
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Loss choices and weights (the paper's defaults).
+    """Loss choices and weights (the SRGAN paper's defaults).
 
     Attributes:
       pixel_loss: "mse" or "l1": the pretrain (SRResNet) loss, and the GAN phase's pixel term.
@@ -109,6 +183,12 @@ class LossConfig:
       pixel_weight: weight of the pixel loss in the GAN phase (0 in the paper).
       perceptual_network: the content-loss feature network (trainer.perceptual.NETWORKS).
       perceptual_weights: "imagenet", "none" (random: tests only) or a no-top weights file.
+      gan_loss: "bce" (SRGAN) or "ragan" (ESRGAN's relativistic average GAN).
+      perceptual_layers: vgg19 only: ((layer, weight), ...) of VGG19 convs taken BEFORE their
+        ReLU (names conv<block>_<conv> as in BasicSR); None: the network's reference
+        (vgg19: conv5_4 weight 1, the ESRGAN paper). A string "conv1_2:0.1,..." is parsed.
+      perceptual_criterion: "mse" or "l1" distance of the features; None: the network's
+        reference (mse for vgg54 / resnet152v2 as in SRGAN, l1 for vgg19 as in ESRGAN).
     """
 
     pixel_loss: str = "mse"
@@ -117,9 +197,13 @@ class LossConfig:
     pixel_weight: float = 0.0
     perceptual_network: str = "vgg54"
     perceptual_weights: str = "imagenet"
+    gan_loss: str = "bce"
+    perceptual_layers: tuple | str | None = None
+    perceptual_criterion: str | None = None
 
     def __post_init__(self):
         _choice("LossConfig", "pixel_loss", self.pixel_loss, PIXEL_LOSSES)
+        _choice("LossConfig", "gan_loss", self.gan_loss, GAN_LOSSES)
         for name in ("content_weight", "adversarial_weight", "pixel_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0, got {getattr(self, name)}.")
@@ -128,6 +212,23 @@ class LossConfig:
         _choice(
             "LossConfig", "perceptual_network", self.perceptual_network, tuple(perceptual.NETWORKS)
         )
+        spec = perceptual.NETWORKS[self.perceptual_network]
+        if self.perceptual_criterion is None:
+            object.__setattr__(self, "perceptual_criterion", spec.criterion)
+        _choice("LossConfig", "perceptual_criterion", self.perceptual_criterion, PIXEL_LOSSES)
+        layers = self.perceptual_layers
+        if isinstance(layers, str):
+            layers = parse_layer_weights(layers)
+        if layers is None:
+            layers = spec.default_layers
+        elif not spec.default_layers:
+            raise ValueError(
+                f"LossConfig.perceptual_layers applies to the vgg19 network only; "
+                f"{self.perceptual_network} has one fixed layer."
+            )
+        layers = tuple((str(name), float(weight)) for name, weight in layers)
+        perceptual.check_layers(self.perceptual_network, layers)
+        object.__setattr__(self, "perceptual_layers", layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +255,21 @@ class StepConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Adam for every model of the phase; mixed_float16 models with dynamic loss scaling."""
+    """Adam for every model of the phase; mixed_float16 models with dynamic loss scaling.
+
+    Attributes:
+      ema_decay: after every step the generator's exponential moving average moves to
+        decay * ema + (1 - decay) * weights (ESRGAN / BasicSR: 0.999); 0 turns it off.
+    """
 
     beta_1: float = 0.9
     beta_2: float = 0.999
     mixed_precision: bool = False
+    ema_decay: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"OptimizerConfig.ema_decay must be in [0, 1), got {self.ema_decay}.")
         for name in ("beta_1", "beta_2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(
@@ -231,6 +340,7 @@ class RunConfig:
     Attributes:
       model_dir: checkpoints (MODEL_DIR/<phase>/), summaries, images and generator.json.
       generator: the generator to build.
+      discriminator: the GAN phase's discriminator.
       step: the step (its phase is the run's phase).
       input: the training stream.
       optimizer: Adam and mixed precision.
@@ -250,6 +360,7 @@ class RunConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     reporting: ReportingConfig = ReportingConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
     init_checkpoint: str | None = None
     seed: int | None = None
     replay_input_on_resume: bool = False

@@ -42,6 +42,13 @@ _CHECKPOINT = flags.DEFINE_string(
     None,
     "A trainer --model_dir (its newest generator: gan, else pretrain) or a checkpoint prefix.",
 )
+_CHECKPOINT_WEIGHTS = flags.DEFINE_enum(
+    "checkpoint_weights",
+    None,
+    ["ema", "raw"],
+    "With --checkpoint: the generator's moving average (runs with --ema_decay) or its raw "
+    "weights (default: ema when the checkpoint has one, else raw).",
+)
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "An exported SavedModel directory (uses its uint8 tensor signature)."
 )
@@ -100,7 +107,9 @@ def _model():
     if _SAVED_MODEL.value:
         upscale, scale = saved_model_upscaler(_SAVED_MODEL.value)
         return upscale, scale, _SAVED_MODEL.value
-    upscale, config, prefix = evaluation.checkpoint_upscaler(_CHECKPOINT.value)
+    upscale, config, prefix = evaluation.checkpoint_upscaler(
+        _CHECKPOINT.value, _CHECKPOINT_WEIGHTS.value
+    )
     return upscale, config.scale, prefix
 
 

@@ -64,13 +64,14 @@ def generator_upscaler(generator):
     return lambda lr: upscale(lr[None])[0].numpy()
 
 
-def checkpoint_upscaler(path):
+def checkpoint_upscaler(path, weights=None):
     """(upscale_fn, GeneratorConfig, checkpoint prefix) of a trainer model_dir or a prefix.
 
     A model_dir means its newest generator: the GAN phase's when there is one, else pretrain's.
-    The GeneratorConfig (generator.json) carries the model's scale.
+    The GeneratorConfig (generator.json) carries the model's scale. `weights`: "ema", "raw" or
+    None (the EMA when the checkpoint has one; generator_store.load_generator).
     """
-    generator, config, prefix = generator_store.load_generator(path)
+    generator, config, prefix = generator_store.load_generator(path, weights)
     return generator_upscaler(generator), config, prefix
 
 

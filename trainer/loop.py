@@ -214,6 +214,8 @@ def _loop_fn_builder(strategy, config, state):
             state.content_model,
             state.g_optimizer,
             state.d_optimizer,
+            ema_generator=state.ema_generator,
+            ema_decay=config.optimizer.ema_decay,
         )
 
     return build
@@ -299,11 +301,13 @@ def build_controller(config: config_lib.RunConfig, source: input_pipeline.DataSo
         train_steps=config.schedule.train_steps,
         steps_per_loop=config.step.steps_per_loop,
         reporting_config=config.reporting,
-        validate=_validation_fn(source, state.generator) if config.reporting.eval_steps else None,
+        validate=_validation_fn(source, state.inference_generator)
+        if config.reporting.eval_steps
+        else None,
         image_grid=(
             _image_grid_fn(
                 source,
-                state.generator,
+                state.inference_generator,
                 config.input.hr_patch_size,
                 config.reporting.num_grid_images,
             )

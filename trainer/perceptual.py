@@ -2,6 +2,13 @@
 
   vgg54:       VGG19 cut at block5_conv4 (the paper's phi_5,4), features divided by 12.75 so the
                content loss has the same order of magnitude as a pixel MSE (Ledig et al. 2017).
+  vgg19:       VGG19 convs taken BEFORE their ReLU (ESRGAN, Wang et al. 2018: conv5_4; Real-ESRGAN:
+               conv1_2 .. conv5_4 with per-layer weights), named conv<block>_<conv> as in BasicSR.
+               Keras' VGG19 weights are the original Caffe ones (BGR, [0, 255] minus the mean)
+               while BasicSR's are torchvision's (RGB [0, 1] divided by the ImageNet std ~0.226),
+               so the features are multiplied by 1 / (255 * 0.226) to bring them to the input
+               scale ESRGAN's loss weights were set for. That factor is an input-range
+               equivalence, not a measurement on the two sets of weights.
   resnet152v2: ResNet152V2 cut at conv2_block3_out (the seed notebook's network, as an option).
                conv2_block3_out is the output of the first residual stage (3 bottleneck blocks,
                stride 8, 256 channels), the standard "C2" tap of feature pyramids: texture-level
@@ -36,6 +43,13 @@ class NetworkSpec:
     weights_file: str  # Keras' ImageNet no-top weights file name
     weights_origin: str  # where keras.applications downloads it from
     weights_hash: str  # md5 as in keras.applications
+    criterion: str = "mse"  # the reference feature distance (config.LossConfig default)
+    default_layers: tuple = ()  # ((layer, weight), ...) when the layers are chosen; () fixed
+
+
+_VGG19_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Convolutions per VGG19 block: conv<block>_<i> exists for i <= this.
+_VGG19_BLOCK_CONVS = {1: 2, 2: 2, 3: 4, 4: 4, 5: 4}
 
 
 NETWORKS = {
@@ -47,6 +61,16 @@ NETWORKS = {
         weights_origin=_KERAS_WEIGHTS_URL
         + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="253f8cb515780f3b799900260a226db6",
+    ),
+    "vgg19": NetworkSpec(
+        builder="VGG19",
+        layer="",
+        feature_scale=1.0 / (255.0 * 0.226),
+        weights_file=_VGG19_WEIGHTS_FILE,
+        weights_origin=_KERAS_WEIGHTS_URL + "vgg19/" + _VGG19_WEIGHTS_FILE,
+        weights_hash="253f8cb515780f3b799900260a226db6",
+        criterion="l1",
+        default_layers=(("conv5_4", 1.0),),
     ),
     "resnet152v2": NetworkSpec(
         builder="ResNet152V2",
@@ -69,7 +93,7 @@ class ImageNetPreprocess(layers.Layer):
 
     def call(self, images):
         pixels = (tf.cast(images, tf.float32) + 1.0) * 127.5
-        if self.network == "vgg54":
+        if self.network in ("vgg54", "vgg19"):
             # Caffe style: RGB -> BGR, minus the ImageNet BGR mean, no scaling.
             return keras.applications.vgg19.preprocess_input(pixels)
         # ResNetV2: [0, 255] -> [-1, 1].
@@ -144,43 +168,136 @@ def _resolve_weights(network, weights, cache_dir):
     return weights
 
 
-def build_content_model(network="vgg54", weights="imagenet", cache_dir=None):
+def _keras_vgg19_name(layer):
+    """BasicSR's conv<block>_<i> -> Keras' block<block>_conv<i>."""
+    block, _, index = layer[len("conv") :].partition("_")
+    return f"block{block}_conv{index}"
+
+
+def check_layers(network, layer_weights):
+    """Checks ((layer, weight), ...) for `network` (config.LossConfig calls it).
+
+    Raises:
+      ValueError: an unknown layer, a repeated one, a negative weight, or no positive weight.
+    """
+    if network != "vgg19":
+        return
+    names = [name for name, _ in layer_weights]
+    for name, weight in layer_weights:
+        block, _, index = name[len("conv") :].partition("_")
+        if not (
+            name.startswith("conv")
+            and block.isdigit()
+            and index.isdigit()
+            and 1 <= int(index) <= _VGG19_BLOCK_CONVS.get(int(block), 0)
+        ):
+            raise ValueError(
+                f"Unknown VGG19 layer {name!r}: use conv<block>_<i>, blocks 1-2 with i <= 2 "
+                "and blocks 3-5 with i <= 4 (e.g. conv5_4)."
+            )
+        if weight < 0:
+            raise ValueError(f"Perceptual layer {name} has a negative weight {weight}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"Perceptual layers repeat a layer: {names}.")
+    if not any(weight > 0 for _, weight in layer_weights):
+        raise ValueError(f"Perceptual layers need a positive weight: {list(layer_weights)}.")
+
+
+_VGG19_FILTERS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+
+
+def _vgg19_preactivation(backbone, layer_names):
+    """VGG19 with each conv's ReLU as a separate layer, cut after the deepest wanted conv.
+
+    Returns a model whose outputs are the wanted convs' outputs before their ReLU, in the order
+    of `layer_names`; Keras' layer names, weights copied from `backbone` layer by layer (None:
+    random weights, and the full network is never built).
+    """
+    wanted = {_keras_vgg19_name(name) for name in layer_names}
+    inputs = keras.Input(shape=(None, None, 3))
+    x, taps = inputs, {}
+    for block, count in _VGG19_BLOCK_CONVS.items():
+        if block > 1:
+            x = layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
+        for index in range(1, count + 1):
+            name = f"block{block}_conv{index}"
+            conv = layers.Conv2D(_VGG19_FILTERS[block], 3, padding="same", name=name)
+            taps[name] = conv(x)
+            if backbone is not None:
+                conv.set_weights(backbone.get_layer(name).get_weights())
+            if wanted <= set(taps):
+                return keras.Model(inputs, [taps[_keras_vgg19_name(n)] for n in layer_names])
+            x = layers.ReLU()(taps[name])
+    raise AssertionError("unreachable: check_layers accepts VGG19 convs only")
+
+
+def build_content_model(network="vgg54", weights="imagenet", cache_dir=None, layers_=None):
     """The frozen feature extractor of the content loss.
 
     Args:
-      network: "vgg54" (VGG19 block5_conv4 / 12.75) or "resnet152v2" (conv2_block3_out).
+      network: "vgg54" (VGG19 block5_conv4 / 12.75), "resnet152v2" (conv2_block3_out) or
+        "vgg19" (the convs named in `layers_`, before activation).
       weights: "imagenet" (Keras download, cached), "none" (random; tests only, logs a warning)
         or the path of a weights file for the network without its top (.h5 or .weights.h5).
       cache_dir: download cache for "imagenet" (default: Keras' ~/.keras).
+      layers_: vgg19 only: the layer names (conv5_4, ...); None: the network's default.
 
     Returns:
-      A non-trainable keras.Model: [N, H, W, 3] in [-1, 1] -> float32 [N, H/s, W/s, C] features,
-      float32 even under a mixed-precision policy.
+      A non-trainable keras.Model: [N, H, W, 3] in [-1, 1] -> float32 [N, H/s, W/s, C] features
+      (vgg19: a list, one per layer), float32 even under a mixed-precision policy.
 
     Raises:
       PerceptualWeightsError: the weights cannot be downloaded, found or loaded.
     """
     spec = _spec(network)
     weights_path = _resolve_weights(network, weights, cache_dir)
-    backbone = _build_backbone(spec, weights_path)
     inputs = keras.Input(shape=(None, None, 3), name="hr_range_images", dtype="float32")
     x = ImageNetPreprocess(network, dtype="float32")(inputs)
-    cut = keras.Model(backbone.input, backbone.get_layer(spec.layer).output)
-    features = cut(x)
-    # The scale is applied in float32: VGG54 activations reach the thousands.
-    features = layers.Rescaling(spec.feature_scale, dtype="float32", name="features")(features)
+    if spec.default_layers:
+        names = list(layers_) if layers_ else [name for name, _ in spec.default_layers]
+        check_layers(network, [(name, 1.0) for name in names])
+        backbone = None if weights_path is None else _build_backbone(spec, weights_path)
+        taps = _vgg19_preactivation(backbone, names)(x)
+        taps = taps if isinstance(taps, list | tuple) else [taps]
+        features = [
+            layers.Rescaling(spec.feature_scale, dtype="float32", name=f"features_{name}")(tap)
+            for name, tap in zip(names, taps, strict=True)
+        ]
+    else:
+        backbone = _build_backbone(spec, weights_path)
+        cut = keras.Model(backbone.input, backbone.get_layer(spec.layer).output)
+        # The scale is applied in float32: VGG54 activations reach the thousands.
+        features = layers.Rescaling(spec.feature_scale, dtype="float32", name="features")(cut(x))
     model = keras.Model(inputs, features, name=f"{network}_content")
     model.trainable = False
     return model
 
 
-def content_loss(content_model, hr, sr):
-    """Per-example mean squared feature difference, float32 [B].
+def content_loss(content_model, hr, sr, criterion="mse", layer_weights=None):
+    """Per-example feature distance, float32 [B]: sum over layers of weight * mean distance.
 
     HR and SR go through the network as one batch (one pass, better device utilisation).
+
+    Args:
+      content_model: from build_content_model (one feature map or a list of them).
+      hr: HR-range images.
+      sr: the generator's output.
+      criterion: "mse" (mean squared) or "l1" (mean absolute) difference per feature map.
+      layer_weights: one weight per feature map (None: all 1), as BasicSR's PerceptualLoss.
     """
     batch = tf.shape(hr)[0]
     images = tf.concat([tf.cast(hr, tf.float32), tf.cast(sr, tf.float32)], axis=0)
     features = content_model(images, training=False)
-    hr_features, sr_features = features[:batch], features[batch:]
-    return tf.reduce_mean(tf.square(hr_features - sr_features), axis=[1, 2, 3])
+    if not isinstance(features, list | tuple):
+        features = [features]
+    weights = [1.0] * len(features) if layer_weights is None else list(layer_weights)
+    if len(weights) != len(features):
+        raise ValueError(f"{len(weights)} layer weights for {len(features)} feature maps.")
+    distance = {"mse": tf.square, "l1": tf.abs}.get(criterion)
+    if distance is None:
+        raise ValueError(f"perceptual criterion must be 'mse' or 'l1', got {criterion!r}.")
+    total = 0.0
+    for weight, feature in zip(weights, features, strict=True):
+        diff = feature[:batch] - feature[batch:]
+        total += weight * tf.reduce_mean(distance(diff), axis=[1, 2, 3])
+    return total

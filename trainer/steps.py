@@ -15,11 +15,14 @@ XLA modes (`config.StepConfig.xla`, resolved once by `resolve_xla_mode`):
         TF_XLA_FLAGS=--tf_xla_cpu_global_jit, so on CPU `auto` is normally the same as `off`.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 from absl import logging
 
 from trainer import config as config_lib
+from trainer import ema as ema_lib
 from trainer import loss_scaling, losses
 
 PRETRAIN_METRICS = ("pixel_loss",)
@@ -111,12 +114,21 @@ def _gan_step_fn(
     config, generator, discriminator, content_model, content_loss_fn, g_optimizer, d_optimizer
 ):
     weights = config.loss
+    ragan = weights.gan_loss == "ragan"
+    d_loss_fn = losses.relativistic_discriminator_loss if ragan else losses.discriminator_loss
+
+    def adversarial_loss(hr, fake_logits):
+        if not ragan:
+            return losses.generator_adversarial_loss(fake_logits)
+        # RaGAN scores the generator against the real images too, by the updated discriminator.
+        real_logits = tf.stop_gradient(discriminator(hr, training=True))
+        return losses.relativistic_generator_loss(real_logits, fake_logits)
 
     def discriminator_update(hr, sr):
         with tf.GradientTape() as tape:
             real_logits = discriminator(hr, training=True)
             fake_logits = discriminator(sr, training=True)
-            d_loss = losses.average(losses.discriminator_loss(real_logits, fake_logits))
+            d_loss = losses.average(d_loss_fn(real_logits, fake_logits))
             scaled = d_optimizer.scale_loss(d_loss)
         loss_scaling.apply_gradients(d_optimizer, tape, scaled, discriminator.trainable_variables)
         return {
@@ -135,7 +147,7 @@ def _gan_step_fn(
                 metrics = discriminator_update(hr, tf.stop_gradient(sr))
             fake_logits = discriminator(sr, training=True)
             content = losses.average(content_loss_fn(content_model, hr, sr))
-            adversarial = losses.average(losses.generator_adversarial_loss(fake_logits))
+            adversarial = losses.average(adversarial_loss(hr, fake_logits))
             pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss))
             g_loss = (
                 weights.content_weight * content
@@ -170,6 +182,8 @@ def build_train_loop_fn(
     d_optimizer,
     *,
     content_loss_fn=None,
+    ema_generator=None,
+    ema_decay=0.0,
 ):
     """The tf.function that runs `config.steps_per_loop` training steps.
 
@@ -182,7 +196,10 @@ def build_train_loop_fn(
       g_optimizer: the generator's optimizer (from create_optimizer).
       d_optimizer: the discriminator's optimizer (None for pretrain).
       content_loss_fn: fn(content_model, hr, sr) -> per-example loss [B]; defaults to
-        trainer.perceptual.content_loss.
+        trainer.perceptual.content_loss with config.loss's criterion and layer weights.
+      ema_generator: the generator's EMA copy (trainer.ema), updated after every step; None:
+        no EMA.
+      ema_decay: the EMA decay (with ema_generator).
 
     Returns:
       A tf.function(iterator) -> dict metric name -> float32 scalar: the mean over the loop's
@@ -199,7 +216,11 @@ def build_train_loop_fn(
         if content_loss_fn is None:
             from trainer import perceptual  # noqa: PLC0415 (pretrain must not need it)
 
-            content_loss_fn = perceptual.content_loss
+            content_loss_fn = functools.partial(
+                perceptual.content_loss,
+                criterion=config.loss.perceptual_criterion,
+                layer_weights=[weight for _, weight in config.loss.perceptual_layers] or None,
+            )
         replica_step = _gan_step_fn(
             config,
             generator,
@@ -220,6 +241,9 @@ def build_train_loop_fn(
         totals = {name: tf.constant(0.0) for name in names}
         for _ in tf.range(steps):
             per_replica = strategy.run(replica_step, args=(next(iterator),))
+            if ema_generator is not None:
+                # Cross-replica context: the mirrored EMA variables get one update each.
+                ema_lib.update(ema_generator, generator, ema_decay)
             # Each replica returns its share of the global mean: the SUM is the global mean.
             totals = {
                 name: totals[name]

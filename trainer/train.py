@@ -1,4 +1,8 @@
-"""Trains SRResNet (--phase=pretrain) or SRGAN (--phase=gan) on a data_prep output.
+"""Trains a generator (--phase=pretrain) then its GAN (--phase=gan) on a data_prep output.
+
+SRGAN (the default: --generator=srresnet --discriminator=vgg --gan_loss=bce) or ESRGAN /
+Real-ESRGAN parts (--generator=rrdb|compact, --discriminator=unet, --gan_loss=ragan,
+--perceptual_network=vgg19 --perceptual_layers=..., --ema_decay); see configs/esrgan.flags.
 
   python -m trainer.train --flagfile=configs/quickstart.flags --phase=pretrain \
       --data_dir=DATA --model_dir=MODEL
@@ -39,8 +43,40 @@ _CROPS_PER_IMAGE = flags.DEFINE_integer(
     "crops_per_image", None, "Patches cut per decoded image (default: the pipeline's)."
 )
 _SHUFFLE_BUFFER = flags.DEFINE_integer("shuffle_buffer", None, "Patch shuffle buffer.")
-_NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
-_CHANNELS = flags.DEFINE_integer("channels", 64, "Generator feature channels.")
+_GENERATOR = flags.DEFINE_enum(
+    "generator",
+    config_lib.SRRESNET,
+    list(config_lib.GENERATORS),
+    "srresnet (SRGAN), rrdb (ESRGAN RRDBNet), compact (Real-ESRGAN SRVGGNetCompact).",
+)
+_NUM_BLOCKS = flags.DEFINE_integer(
+    "num_blocks",
+    None,
+    "Generator blocks: srresnet residual blocks (16), rrdb RRDBs (23), compact body convs (16). "
+    "Default: the generator's reference size.",
+)
+_CHANNELS = flags.DEFINE_integer(
+    "channels", None, "Generator feature channels (default: the generator's reference, 64)."
+)
+_GROWTH = flags.DEFINE_integer(
+    "growth", None, "rrdb only: dense-block growth channels (default 32)."
+)
+_DISCRIMINATOR = flags.DEFINE_enum(
+    "discriminator",
+    "vgg",
+    list(config_lib.DISCRIMINATORS),
+    "GAN discriminator: vgg (SRGAN, one logit per image) or unet (Real-ESRGAN "
+    "UNetDiscriminatorSN, per-pixel logits).",
+)
+_DISCRIMINATOR_CHANNELS = flags.DEFINE_integer(
+    "discriminator_channels", 64, "The discriminator's first-layer features."
+)
+_GAN_LOSS = flags.DEFINE_enum(
+    "gan_loss",
+    "bce",
+    list(config_lib.GAN_LOSSES),
+    "Adversarial loss: bce (SRGAN) or ragan (ESRGAN relativistic average GAN).",
+)
 _BICUBIC_SKIP = flags.DEFINE_bool(
     "bicubic_skip", False, "Generator adds the bicubic upscale (learns the residual)."
 )
@@ -66,7 +102,22 @@ _CONTENT_WEIGHT = flags.DEFINE_float("content_weight", 1.0, "GAN: perceptual los
 _ADVERSARIAL_WEIGHT = flags.DEFINE_float("adversarial_weight", 1e-3, "GAN: adversarial weight.")
 _PIXEL_WEIGHT = flags.DEFINE_float("pixel_weight", 0.0, "GAN: pixel loss weight.")
 _PERCEPTUAL_NETWORK = flags.DEFINE_string(
-    "perceptual_network", "vgg54", "Content-loss feature network: vgg54 or resnet152v2."
+    "perceptual_network",
+    "vgg54",
+    "Content-loss feature network: vgg54, resnet152v2, or vgg19 (layers from "
+    "--perceptual_layers, before their ReLU).",
+)
+_PERCEPTUAL_LAYERS = flags.DEFINE_string(
+    "perceptual_layers",
+    None,
+    "vgg19 only: weighted layers before activation, e.g. "
+    "conv1_2:0.1,conv2_2:0.1,conv3_4:1,conv4_4:1,conv5_4:1 (default conv5_4:1).",
+)
+_PERCEPTUAL_CRITERION = flags.DEFINE_enum(
+    "perceptual_criterion",
+    None,
+    list(config_lib.PIXEL_LOSSES),
+    "Feature distance (default: mse for vgg54/resnet152v2, l1 for vgg19).",
 )
 _PERCEPTUAL_WEIGHTS = flags.DEFINE_string(
     "perceptual_weights",
@@ -80,6 +131,12 @@ _NUM_CPU_REPLICAS = flags.DEFINE_integer(
     "num_cpu_replicas", 0, "Split the CPU into this many logical devices (>1)."
 )
 _MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", False, "mixed_float16 + loss scaling.")
+_EMA_DECAY = flags.DEFINE_float(
+    "ema_decay",
+    0.0,
+    "Keep an exponential moving average of the generator (ESRGAN: 0.999); validation, "
+    "evaluation and export use it. 0: off.",
+)
 _XLA = flags.DEFINE_enum(
     "xla",
     config_lib.XLA_DEFAULT,
@@ -148,6 +205,11 @@ def _config(scale, xla):
             num_blocks=_NUM_BLOCKS.value,
             channels=_CHANNELS.value,
             bicubic_skip=_BICUBIC_SKIP.value,
+            architecture=_GENERATOR.value,
+            growth=_GROWTH.value,
+        ),
+        discriminator=config_lib.DiscriminatorConfig(
+            architecture=_DISCRIMINATOR.value, channels=_DISCRIMINATOR_CHANNELS.value
         ),
         step=config_lib.StepConfig(
             phase=phase,
@@ -160,11 +222,17 @@ def _config(scale, xla):
                 pixel_weight=_PIXEL_WEIGHT.value,
                 perceptual_network=_PERCEPTUAL_NETWORK.value,
                 perceptual_weights=_PERCEPTUAL_WEIGHTS.value,
+                gan_loss=_GAN_LOSS.value,
+                perceptual_layers=_PERCEPTUAL_LAYERS.value,
+                perceptual_criterion=_PERCEPTUAL_CRITERION.value,
             ),
         ),
         input=_input_config(),
         optimizer=config_lib.OptimizerConfig(
-            beta_1=_BETA_1.value, beta_2=_BETA_2.value, mixed_precision=_MIXED_PRECISION.value
+            beta_1=_BETA_1.value,
+            beta_2=_BETA_2.value,
+            mixed_precision=_MIXED_PRECISION.value,
+            ema_decay=_EMA_DECAY.value,
         ),
         schedule=_schedule(phase),
         reporting=config_lib.ReportingConfig(

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import config as config_lib
+from trainer import ema as ema_lib
 from trainer import generator_store, models, perceptual, steps
 
 STEP_VARIABLE_NAME = "global_step"
@@ -18,7 +19,8 @@ STEP_VARIABLE_NAME = "global_step"
 
 @dataclasses.dataclass
 class TrainState:
-    """The trainable objects of one phase (discriminator, content model, d_optimizer: GAN only)."""
+    """The trainable objects of one phase (discriminator, content model, d_optimizer: GAN only;
+    ema_generator: with an EMA decay)."""
 
     generator: keras.Model
     g_optimizer: keras.optimizers.Optimizer
@@ -26,6 +28,12 @@ class TrainState:
     discriminator: keras.Model | None = None
     d_optimizer: keras.optimizers.Optimizer | None = None
     content_model: keras.Model | None = None
+    ema_generator: keras.Model | None = None
+
+    @property
+    def inference_generator(self):
+        """What validation and image grids run: the EMA when there is one."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
 
     def step(self):
         return int(self.global_step.numpy())
@@ -88,14 +96,25 @@ def _build_in_scope(config):
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         ),
     )
+    if oc.ema_decay > 0:
+        state.ema_generator = generator_store.build_generator(config.generator)
     if config.phase == config_lib.GAN:
-        state.discriminator = models.srgan_discriminator(config.input.hr_patch_size)
+        state.discriminator = build_discriminator(config.discriminator, config.input.hr_patch_size)
         state.d_optimizer = optimizer(state.discriminator)
         loss = config.step.loss
         state.content_model = perceptual.build_content_model(
-            loss.perceptual_network, loss.perceptual_weights
+            loss.perceptual_network,
+            loss.perceptual_weights,
+            layers_=[name for name, _ in loss.perceptual_layers] or None,
         )
     return state
+
+
+def build_discriminator(config: config_lib.DiscriminatorConfig, hr_patch_size):
+    """The discriminator a DiscriminatorConfig names (vgg needs the patch size: dense head)."""
+    if config.architecture == "unet":
+        return models.unet_discriminator(config.channels)
+    return models.srgan_discriminator(hr_patch_size, config.channels)
 
 
 def apply_learning_rates(state, schedule: config_lib.ScheduleConfig):
@@ -111,7 +130,7 @@ def apply_learning_rates(state, schedule: config_lib.ScheduleConfig):
                 optimizer.learning_rate = rate
 
 
-def make_checkpoint(state):
+def make_checkpoint(state, include_ema=True):
     """The tf.train.Checkpoint of a phase; the generator key is generator_store's.
 
     No input iterator: tf.distribute iterators are not Trackable in TF 2.21 (see
@@ -124,7 +143,19 @@ def make_checkpoint(state):
     }
     if state.discriminator is not None:
         objects.update(discriminator=state.discriminator, d_optimizer=state.d_optimizer)
+    if state.ema_generator is not None and include_ema:
+        objects[ema_lib.EMA_KEY] = state.ema_generator
     return tf.train.Checkpoint(**objects)
+
+
+def _start_ema(state, prefix=None):
+    """Starts the EMA at the generator's weights unless `prefix` restored one; returns a note."""
+    if state.ema_generator is None or (
+        prefix is not None and generator_store.checkpoint_has_ema(prefix)
+    ):
+        return ""
+    ema_lib.copy(state.ema_generator, state.generator)
+    return "; generator EMA started from the generator's weights"
 
 
 def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_checkpoint=None):
@@ -135,8 +166,21 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
         pretrain checkpoint to start from.
     """
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        return f"resumed from {manager.latest_checkpoint} at step {state.step()}"
+        prefix = manager.latest_checkpoint
+        if state.ema_generator is not None and not generator_store.checkpoint_has_ema(prefix):
+            # --ema_decay turned on in a resumed run: everything else must still match.
+            checkpoint = make_checkpoint(state, include_ema=False)
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as e:
+            # generator.json already matched: the discriminator (or the optimizers) differ;
+            # a different shape fails the assignment, a missing object the assertion.
+            raise ValueError(
+                f"{prefix} does not hold this run's models (another --discriminator or "
+                f"--discriminator_channels than the run that wrote it?): {str(e)[:300]}"
+            ) from None
+        note = _start_ema(state, prefix)
+        return f"resumed from {manager.latest_checkpoint} at step {state.step()}{note}"
     source = init_checkpoint
     if source is None and phase == config_lib.GAN:
         source = tf.train.latest_checkpoint(
@@ -150,7 +194,7 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
                 "--init_checkpoint=PREFIX."
             )
     if source is None:
-        return "started from scratch"
+        return "started from scratch" + _start_ema(state)
     if not tf.io.gfile.exists(source + ".index"):
         raise FileNotFoundError(
             f"--init_checkpoint={source}: no such checkpoint ({source}.index is missing)."
@@ -158,4 +202,4 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
     status = tf.train.Checkpoint(**{generator_store.GENERATOR_KEY: state.generator}).read(source)
     status.expect_partial().assert_existing_objects_matched()
     logging.info("Generator initialised from %s.", source)
-    return f"generator initialised from {source}"
+    return f"generator initialised from {source}" + _start_ema(state)
