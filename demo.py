@@ -179,6 +179,24 @@ def describe_checkpoint(phase_dir):
     return f"checkpoint {os.path.join(phase_dir, newest)}"
 
 
+# trainer.perceptual.RECORD_FILENAME (not imported: the demo itself does not load TensorFlow).
+PERCEPTUAL_RECORD = "perceptual_weights.json"
+
+
+def perceptual_features(phase_dir):
+    """What the GAN phase's content loss ran on, as the trainer recorded it in `phase_dir`.
+
+    E.g. "ImageNet (cached file ~/.keras/models/...)" or "random (no ImageNet weights: ...)".
+    """
+    with open(os.path.join(phase_dir, PERCEPTUAL_RECORD)) as f:
+        return json.load(f)["summary"]
+
+
+def describe_gan(phase_dir):
+    features = perceptual_features(phase_dir).split(" (", 1)[0]
+    return f"{describe_checkpoint(phase_dir)}; perceptual features: {features}"
+
+
 def describe_scores(eval_json):
     with open(eval_json) as f:
         scores = json.load(f)
@@ -249,9 +267,9 @@ def _run_chain(stages, paths, phases):
             f"--phase={phase}",
             f"--data_dir={paths['data']}",
             f"--model_dir={paths['model']}",
-            describe=lambda _, phase=phase: describe_checkpoint(
-                os.path.join(paths["model"], phase)
-            ),
+            describe=lambda _, phase=phase: (
+                describe_gan if phase == "gan" else describe_checkpoint
+            )(os.path.join(paths["model"], phase)),
         )
     eval_json = os.path.join(paths["results"], "evaluation.json")
     stages.module(
@@ -368,6 +386,10 @@ def _summary(stages, paths, eval_json, grid):
         f"{scores['model']['ssim']:.4f}, bicubic {scores['bicubic']['psnr']:.2f} dB / "
         f"{scores['bicubic']['ssim']:.4f}"
     )
+    if _GAN.value:
+        print(f"perceptual features: {perceptual_features(os.path.join(paths['model'], 'gan'))}")
+    else:
+        print("perceptual features: not used (--nogan: no GAN phase)")
     for name, seconds in stages.times.items():
         print(f"  {seconds:7.1f} s  {name}")
     print(f"  {sum(stages.times.values()):7.1f} s  total")

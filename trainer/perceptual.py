@@ -21,7 +21,16 @@ ImageNet preprocessing inside, so callers never repeat it.
 """
 
 import dataclasses
+import hashlib
+import json
 import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
 import warnings
 
 import keras
@@ -29,6 +38,14 @@ import tensorflow as tf
 from keras import layers
 
 _KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+# --perceptual_weights values besides a file path.
+AUTO, IMAGENET, NONE = "auto", "imagenet", "none"
+# "auto" gives up on a download that has not started answering within this many seconds: an
+# offline machine (or one whose firewall drops packets) must fall back, not hang.
+AUTO_DOWNLOAD_TIMEOUT_S = 5.0
+# What a training phase used, written into MODEL/<phase>/ (demo.py reads it).
+RECORD_FILENAME = "perceptual_weights.json"
 
 
 class PerceptualWeightsError(ValueError):
@@ -150,22 +167,185 @@ def _build_backbone(spec, weights_path):
     return backbone
 
 
-def _resolve_weights(network, weights, cache_dir):
-    if weights == "imagenet":
-        return download_imagenet_weights(network, cache_dir)
-    if weights == "none":
+@dataclasses.dataclass(frozen=True)
+class WeightsChoice:
+    """Which weights a content model gets, decided once per run (resolve_weights).
+
+    Attributes:
+      network: the NETWORKS key.
+      requested: the --perceptual_weights value ("auto", "imagenet", "none" or a path).
+      path: the weights file to load; None: random features.
+      imagenet: the file's md5 is Keras' ImageNet file's.
+      summary: one line for logs and the demo, e.g. "ImageNet (cached file ...)" or
+        "random (no ImageNet weights: ...)".
+    """
+
+    network: str
+    requested: str
+    path: str | None
+    imagenet: bool
+    summary: str
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+def keras_cache_dirs(cache_dir=None):
+    """Where Keras keeps downloads: `cache_dir`, else $KERAS_HOME (read now, not at import as
+    Keras does), Keras' home, ~/.keras and /tmp/.keras (get_file's fallback), without repeats."""
+    if cache_dir is not None:
+        return [cache_dir]
+    candidates = [
+        os.environ.get("KERAS_HOME"),
+        keras.src.backend.config.keras_home(),
+        os.path.join(os.path.expanduser("~"), ".keras"),
+        os.path.join(tempfile.gettempdir(), ".keras"),
+    ]
+    return list(dict.fromkeys(os.path.expanduser(c) for c in candidates if c))
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_choice(spec, network, requested, path, how):
+    """A WeightsChoice for an existing file; `how` says where it came from ("cached file")."""
+    imagenet = _md5(path) == spec.weights_hash
+    if imagenet:
+        summary = f"ImageNet ({how} {path})"
+    else:
+        summary = f"weights from {how} {path} (not Keras' ImageNet file: its md5 differs)"
+    return WeightsChoice(network, requested, path, imagenet, summary)
+
+
+def _urlopen_within(url, timeout):
+    """urlopen whose connection, DNS look-up included, must answer within `timeout` seconds.
+
+    urlopen's own timeout covers socket operations, not getaddrinfo, so the connection is made
+    in a daemon thread the caller stops waiting for.
+
+    Raises:
+      TimeoutError: no answer in time.
+      OSError: urllib's errors (URLError, HTTPError: no network, refused, 404, ...).
+    """
+    result = {}
+
+    def connect():
+        try:
+            result["response"] = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
+        except Exception as e:  # noqa: BLE001 - handed to the caller
+            result["error"] = e
+
+    thread = threading.Thread(target=connect, name="perceptual-weights-download", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "response" in result:
+        return result["response"]
+    if "error" in result:
+        raise result["error"]
+    host = urllib.parse.urlsplit(url).netloc
+    raise TimeoutError(f"{host} did not answer within {timeout:g} s")
+
+
+def _download(url, target, timeout):
+    """Downloads `url` to `target` through a temporary file (no half file is ever `target`)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with _urlopen_within(url, timeout) as response:
+        fd, partial = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+
+
+def _auto_weights(network, cache_dir, timeout):
+    """ "auto": the Keras cache, else a download with a short timeout, else random features."""
+    spec = _spec(network)
+    dirs = keras_cache_dirs(cache_dir)
+    for directory in dirs:
+        path = os.path.join(directory, "models", spec.weights_file)
+        if os.path.isfile(path):
+            choice = _file_choice(spec, network, AUTO, path, "cached file")
+            if not choice.imagenet:
+                logging.warning("Perceptual network %s: %s.", network, choice.summary)
+            return choice
+    target = os.path.join(dirs[0], "models", spec.weights_file)
+    try:
+        _download(spec.weights_origin, target, timeout)
+    except Exception as e:  # noqa: BLE001 - urllib/socket/file errors all mean "no weights"
+        reason = f"not in {' or '.join(os.path.join(d, 'models') for d in dirs)}; download failed: "
+        reason += f"{type(e).__name__}: {e}"
+    else:
+        choice = _file_choice(spec, network, AUTO, target, "downloaded file")
+        if choice.imagenet:
+            return choice
+        os.remove(target)  # a proxy's error page, a truncated file: never cache it.
+        reason = f"the download from {spec.weights_origin} has the wrong md5"
+    logging.warning(
+        "Perceptual network %s uses RANDOM features (no ImageNet weights: %s). For a meaningful "
+        "content loss download %s on a machine with internet access and pass "
+        "--perceptual_weights=/path/to/%s (or copy it to %s).",
+        network,
+        reason,
+        spec.weights_origin,
+        spec.weights_file,
+        target,
+    )
+    return WeightsChoice(network, AUTO, None, False, f"random (no ImageNet weights: {reason})")
+
+
+def resolve_weights(network, weights, cache_dir=None, timeout=AUTO_DOWNLOAD_TIMEOUT_S):
+    """Decides which weights the content model of `network` gets.
+
+    Args:
+      network: a NETWORKS key.
+      weights: "auto" (the Keras cache, else a download that must answer within `timeout`
+        seconds, else random features with one warning), "imagenet" (Keras' download, cached;
+        an error when unavailable), "none" (random: tests only, one warning) or a file path.
+      cache_dir: Keras' cache directory (default: $KERAS_HOME, ~/.keras, /tmp/.keras).
+      timeout: "auto" only: seconds the download may take to start answering.
+
+    Returns:
+      A WeightsChoice (build_content_model takes it in place of `weights`).
+
+    Raises:
+      PerceptualWeightsError: "imagenet" cannot be downloaded, or the file does not exist.
+    """
+    spec = _spec(network)
+    if weights == AUTO:
+        return _auto_weights(network, cache_dir, timeout)
+    if weights == IMAGENET:
+        path = download_imagenet_weights(network, cache_dir)
+        return WeightsChoice(network, weights, path, True, f"ImageNet (Keras file {path})")
+    if weights == NONE:
         logging.warning(
             "Perceptual network %s has RANDOM weights (weights='none'): the content "
             "loss is meaningless except in tests.",
             network,
         )
-        return None
+        return WeightsChoice(network, weights, None, False, "random (--perceptual_weights=none)")
     if not tf.io.gfile.exists(weights):
         raise PerceptualWeightsError(
-            f"Perceptual weights file {weights} does not exist (expected 'imagenet', 'none' or "
-            f"a path to {_spec(network).weights_file})."
+            f"Perceptual weights file {weights} does not exist (expected 'auto', 'imagenet', "
+            f"'none' or a path to {spec.weights_file})."
         )
-    return weights
+    if not os.path.isfile(weights):  # a gs:// or other tf.io.gfile path: not hashed.
+        return WeightsChoice(network, weights, weights, False, f"weights from file {weights}")
+    return _file_choice(spec, network, weights, weights, "file")
+
+
+def write_record(directory, choice):
+    """Writes `choice` as directory/RECORD_FILENAME (what a training phase used)."""
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(posixpath.join(directory, RECORD_FILENAME), "w") as f:
+        f.write(choice.to_json())
 
 
 def _keras_vgg19_name(layer):
@@ -231,15 +411,17 @@ def _vgg19_preactivation(backbone, layer_names):
     raise AssertionError("unreachable: check_layers accepts VGG19 convs only")
 
 
-def build_content_model(network="vgg54", weights="imagenet", cache_dir=None, layers_=None):
+def build_content_model(network="vgg54", weights=AUTO, cache_dir=None, layers_=None):
     """The frozen feature extractor of the content loss.
 
     Args:
       network: "vgg54" (VGG19 block5_conv4 / 12.75), "resnet152v2" (conv2_block3_out) or
         "vgg19" (the convs named in `layers_`, before activation).
-      weights: "imagenet" (Keras download, cached), "none" (random; tests only, logs a warning)
-        or the path of a weights file for the network without its top (.h5 or .weights.h5).
-      cache_dir: download cache for "imagenet" (default: Keras' ~/.keras).
+      weights: "auto" (ImageNet when Keras has or can download them, else random with one
+        warning), "imagenet" (Keras download, cached; strict), "none" (random; tests only, logs
+        a warning), the path of a weights file for the network without its top (.h5 or
+        .weights.h5), or a WeightsChoice from resolve_weights (nothing is resolved again).
+      cache_dir: Keras' download cache (default: $KERAS_HOME or ~/.keras).
       layers_: vgg19 only: the layer names (conv5_4, ...); None: the network's default.
 
     Returns:
@@ -250,7 +432,11 @@ def build_content_model(network="vgg54", weights="imagenet", cache_dir=None, lay
       PerceptualWeightsError: the weights cannot be downloaded, found or loaded.
     """
     spec = _spec(network)
-    weights_path = _resolve_weights(network, weights, cache_dir)
+    if not isinstance(weights, WeightsChoice):
+        weights = resolve_weights(network, weights, cache_dir)
+    elif weights.network != network:
+        raise ValueError(f"Weights resolved for {weights.network}, not {network}.")
+    weights_path = weights.path
     inputs = keras.Input(shape=(None, None, 3), name="hr_range_images", dtype="float32")
     x = ImageNetPreprocess(network, dtype="float32")(inputs)
     if spec.default_layers:

@@ -18,6 +18,7 @@ import srgan_cli
 srgan_cli.quiet_console()  # before TensorFlow is imported
 srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
@@ -121,8 +122,11 @@ _PERCEPTUAL_CRITERION = flags.DEFINE_enum(
 )
 _PERCEPTUAL_WEIGHTS = flags.DEFINE_string(
     "perceptual_weights",
-    "imagenet",
-    "imagenet (Keras download), a local no-top weights file, or none (random: tests only).",
+    "auto",
+    "auto (ImageNet from the Keras cache or a download; random features with a warning when "
+    "neither works), imagenet (Keras download; an error when it fails), a local no-top weights "
+    "file, or none (random: tests only). The gan phase logs and records its choice in "
+    "MODEL_DIR/gan/perceptual_weights.json.",
 )
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", list(strategy_lib.STRATEGIES), "tf.distribute strategy."
@@ -248,6 +252,31 @@ def _config(scale, xla):
     )
 
 
+def resolve_perceptual_weights(config, strategy):
+    """The GAN phase's config with its perceptual weights decided once, logged and recorded.
+
+    The choice (a perceptual.WeightsChoice) replaces the flag's value, so building the content
+    model neither downloads nor warns a second time; the chief writes it to
+    MODEL_DIR/<phase>/perceptual_weights.json (demo.py reports it). Pretrain has no content loss.
+
+    Raises:
+      perceptual.PerceptualWeightsError: --perceptual_weights=imagenet unavailable, or no such
+        file.
+    """
+    if config.phase != config_lib.GAN:
+        return config
+    from trainer import generator_store, perceptual  # noqa: PLC0415 (after the CPU split)
+
+    loss = config.step.loss
+    choice = perceptual.resolve_weights(loss.perceptual_network, loss.perceptual_weights)
+    logging.info("Perceptual features (%s): %s", loss.perceptual_network, choice.summary)
+    if strategy_lib.is_chief(strategy):
+        phase_dir = generator_store.phase_dir(config.model_dir, config.phase)
+        perceptual.write_record(phase_dir, choice)
+    loss = dataclasses.replace(loss, perceptual_weights=choice)
+    return dataclasses.replace(config, step=dataclasses.replace(config.step, loss=loss))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -264,6 +293,7 @@ def main(argv):
             strategy.num_replicas_in_sync,
         )
         config = _config(source.scale, steps.resolve_xla_mode(_xla_flag(), strategy))
+        config = resolve_perceptual_weights(config, strategy)
         step, metrics = loop.train(config, source, strategy)
     except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as e:
         # Bad flags or data, or a diverged run: one line, not a traceback.
