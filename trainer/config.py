@@ -27,6 +27,11 @@ PHASES = (PRETRAIN, GAN)
 # (steps.resolve_xla_mode) before a StepConfig is made, so a StepConfig holds a real mode.
 XLA_MODES = ("off", "step", "auto")
 XLA_DEFAULT = "default"
+# A resolved mode, never a flag: what "step" becomes with several replicas when every model of
+# the phase is eligible (XLA_REPLICA_GRADIENT_MODELS): each replica's forward, losses and
+# gradients compiled, the gradient all-reduce and the optimizer updates outside XLA.
+XLA_REPLICA_GRADIENTS = "replica_gradients"
+RESOLVED_XLA_MODES = (*XLA_MODES, XLA_REPLICA_GRADIENTS)
 
 PIXEL_LOSSES = ("mse", "l1")
 
@@ -48,6 +53,76 @@ DISCRIMINATORS = ("vgg", "unet")
 
 # Adversarial losses (trainer.losses): bce (SRGAN), ragan (ESRGAN's relativistic average GAN).
 GAN_LOSSES = ("bce", "ragan")
+
+# The models whose training forward pass needs no cross-replica synchronisation, so that each
+# replica's forward, losses and gradients can be one XLA cluster (XLA_REPLICA_GRADIENTS):
+# rrdb and compact have no BatchNormalization (srresnet and the vgg discriminator have
+# synchronised BN, whose statistics all-reduce needs merge_call). The unet discriminator has no
+# BN, but each training call writes its spectral-norm iterate `sn_u`, a mirrored variable whose
+# write needs merge_call too; it is eligible once that variable is replica-local (see the
+# trainer.steps module docstring). The ragan loss all-reduces its global means (merge_call under
+# the host reduction used on CPU), so a GAN phase with ragan is not eligible either.
+XLA_REPLICA_GRADIENT_GENERATORS = (RRDB, COMPACT)
+XLA_REPLICA_GRADIENT_DISCRIMINATORS = ()
+XLA_REPLICA_GRADIENT_GAN_LOSSES = ("bce",)
+
+
+def replica_gradients_blocker(phase, generator, discriminator=None, gan_loss=None):
+    """Why a phase cannot compile its per-replica gradients with XLA, or None when it can.
+
+    Args:
+      phase: PRETRAIN or GAN.
+      generator: one of GENERATORS.
+      discriminator: one of DISCRIMINATORS (GAN only).
+      gan_loss: one of GAN_LOSSES (GAN only).
+    """
+    if generator not in XLA_REPLICA_GRADIENT_GENERATORS:
+        return f"the {generator} generator has synchronised BatchNorm"
+    if phase != GAN:
+        return None
+    if discriminator not in XLA_REPLICA_GRADIENT_DISCRIMINATORS:
+        why = "writes its spectral-norm iterate" if discriminator == "unet" else "has BatchNorm"
+        return f"the {discriminator} discriminator {why} through merge_call"
+    if gan_loss not in XLA_REPLICA_GRADIENT_GAN_LOSSES:
+        return f"the {gan_loss} loss all-reduces inside the loss"
+    return None
+
+
+def resolve_xla(requested, *, gpu, num_replicas, cpu_default, models=None):
+    """The XLA mode a step runs with, and why (the one place modes are resolved).
+
+    Args:
+      requested: one of XLA_MODES or XLA_DEFAULT (the --xla flag), or an already resolved mode.
+      gpu: the strategy's devices are GPUs.
+      num_replicas: replicas in sync.
+      cpu_default: the mode "default" means on CPU (measured: trainer.steps.CPU_DEFAULT_XLA).
+      models: (phase, generator, discriminator, gan_loss) names, or None when the models are
+        not known yet: several replicas then keep "step" unresolved (RunConfig-level callers
+        resolve it again with the models).
+
+    Returns:
+      (mode, reason): mode is one of RESOLVED_XLA_MODES.
+    """
+    choices = (*RESOLVED_XLA_MODES, XLA_DEFAULT)
+    if requested not in choices:
+        raise ValueError(f"xla must be one of {choices}, got {requested!r}.")
+    if requested == XLA_DEFAULT:
+        if not gpu:
+            return cpu_default, "the measured CPU default"
+        requested = "step"
+    if requested not in ("step", XLA_REPLICA_GRADIENTS) or num_replicas == 1:
+        if requested == XLA_REPLICA_GRADIENTS:
+            return "step", "one replica compiles its whole step"
+        return requested, "as requested"
+    if models is None:
+        return requested, "several replicas: resolved against the models when they are known"
+    blocker = replica_gradients_blocker(*models)
+    if blocker is not None:
+        return "auto", f"{blocker}: the replica step cannot be one XLA cluster"
+    return XLA_REPLICA_GRADIENTS, (
+        "BN-free models: each replica's forward, losses and gradients compiled; the gradient "
+        "all-reduce and the optimizer updates outside XLA"
+    )
 
 
 def _positive(owner, **values):
@@ -237,7 +312,8 @@ class StepConfig:
 
     Attributes:
       phase: PRETRAIN (generator, pixel loss) or GAN (discriminator then generator update).
-      xla: the resolved XLA mode, one of XLA_MODES (steps.resolve_xla_mode picks it).
+      xla: the resolved XLA mode, one of RESOLVED_XLA_MODES (steps.resolve_xla_mode picks it;
+        "step" with several replicas is resolved again against the models by the loop).
       steps_per_loop: steps run by one call of the train loop function.
       loss: loss choices and weights.
     """
@@ -249,7 +325,7 @@ class StepConfig:
 
     def __post_init__(self):
         _choice("StepConfig", "phase", self.phase, PHASES)
-        _choice("StepConfig", "xla", self.xla, XLA_MODES)
+        _choice("StepConfig", "xla", self.xla, RESOLVED_XLA_MODES)
         _positive("StepConfig", steps_per_loop=self.steps_per_loop)
 
 

@@ -270,6 +270,10 @@ def build_controller(config: config_lib.RunConfig, source: input_pipeline.DataSo
             f"The generator is configured for x{config.generator.scale}; the dataset "
             f"{source.data_dir} is x{source.scale}."
         )
+    # "step" with several replicas (and "default" on GPU) is resolved here against the models;
+    # the effective mode is logged once.
+    xla = steps.resolve_xla_mode(config.step.xla, strategy, config)
+    config = dataclasses.replace(config, step=dataclasses.replace(config.step, xla=xla))
     is_chief = strategy_lib.is_chief(strategy)
     if is_chief:
         generator_store.write_config(config.model_dir, config.generator)

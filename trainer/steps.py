@@ -3,13 +3,21 @@
 The loop (trainer/loop.py) owns checkpoints, summaries and the global step; it calls the function
 returned by `build_train_loop_fn` once per `steps_per_loop` steps with a distributed iterator.
 
-XLA modes (`config.StepConfig.xla`, resolved once by `resolve_xla_mode`):
+XLA modes (`config.StepConfig.xla`, resolved once by `resolve_xla_mode` / config.resolve_xla):
   off:  a plain tf.function.
   step: the whole replica step (forward, losses, gradients, both optimizer updates and the loss
-        scaling) compiled with jit_compile=True. One replica only: under MirroredStrategy every
-        nested jit_compile function fails, because synchronised BatchNorm and the optimizers'
-        gradient all-reduce need `merge_call`, which XLA clusters cannot contain (even a
-        loss+gradient-only compile fails in BatchNorm); `step` then falls back to `auto`.
+        scaling) compiled with jit_compile=True. One replica only: under MirroredStrategy a
+        nested jit_compile function cannot contain `merge_call`, which the optimizers' gradient
+        all-reduce needs. With several replicas `step` resolves to:
+  replica_gradients: (BN-free models, config.replica_gradients_blocker) each replica's forward
+        passes, losses and gradients are one jit_compile function per update; the gradient
+        all-reduce, the loss scaling's decisions and the optimizer updates run outside XLA.
+        The GAN step compiles two functions (discriminator gradients, then generator gradients
+        scored by the updated discriminator), so the generator's forward pass runs twice.
+        Models with synchronised BatchNorm (srresnet, the vgg discriminator) fall back to
+        `auto`: BN's statistics all-reduce needs merge_call too. So does the unet
+        discriminator's spectral-norm iterate: its training call assigns the mirrored `sn_u`
+        (a replica-local ON_READ variable would lift that: measured to compile and run).
   auto: XLA auto-clustering (tf.config.optimizer.set_jit), a process-wide setting made here, before
         the step is traced. TensorFlow only auto-clusters on GPU unless the process was started with
         TF_XLA_FLAGS=--tf_xla_cpu_global_jit, so on CPU `auto` is normally the same as `off`.
@@ -69,32 +77,47 @@ def _uses_gpu(strategy):
     return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
 
 
-def resolve_xla_mode(xla, strategy):
-    """The XLA mode the step will use under `strategy`.
+def resolve_xla_mode(xla, strategy, run_config=None):
+    """The XLA mode the step will use under `strategy` (config.resolve_xla decides).
 
-    "default" picks the fastest that works: on GPU "step" with one replica, "auto" with several;
-    on CPU CPU_DEFAULT_XLA (measured). "step" with several replicas falls back to "auto" with a
-    warning (see the module docstring for why).
+    "default" picks the fastest that works: on GPU "step" (several replicas: replica_gradients
+    for BN-free models, else auto); on CPU CPU_DEFAULT_XLA (measured). Without `run_config`,
+    "step" with several replicas stays "step" until it is resolved against the run's models
+    (loop.build_controller does). With it, the effective mode is logged, with the reason.
+
+    Args:
+      xla: one of config.XLA_MODES, config.XLA_DEFAULT, or an already resolved mode.
+      strategy: the tf.distribute strategy.
+      run_config: a config.RunConfig (its models and phase), or None.
 
     Returns:
-      "off", "step" or "auto".
+      One of config.RESOLVED_XLA_MODES.
     """
-    choices = config_lib.XLA_MODES + (config_lib.XLA_DEFAULT,)
-    if xla not in choices:
-        raise ValueError(f"xla must be one of {choices}, got {xla!r}.")
-    multi_replica = strategy.num_replicas_in_sync > 1
-    if xla == config_lib.XLA_DEFAULT:
-        if not _uses_gpu(strategy):
-            return CPU_DEFAULT_XLA
-        return "auto" if multi_replica else "step"
-    if xla == "step" and multi_replica:
-        logging.warning(
-            "--xla=step compiles the step of a single replica only; with %d replicas "
-            "it falls back to --xla=auto.",
-            strategy.num_replicas_in_sync,
+    models = None
+    if run_config is not None:
+        models = (
+            run_config.phase,
+            run_config.generator.architecture,
+            run_config.discriminator.architecture,
+            run_config.step.loss.gan_loss,
         )
-        return "auto"
-    return xla
+    mode, reason = config_lib.resolve_xla(
+        xla,
+        gpu=_uses_gpu(strategy),
+        num_replicas=strategy.num_replicas_in_sync,
+        cpu_default=CPU_DEFAULT_XLA,
+        models=models,
+    )
+    if run_config is not None:
+        log = logging.warning if xla == "step" and mode == "auto" else logging.info
+        log(
+            "XLA: effective mode %s (requested %s, %d replica(s)): %s.",
+            mode,
+            xla,
+            strategy.num_replicas_in_sync,
+            reason,
+        )
+    return mode
 
 
 def _pretrain_step_fn(config, generator, g_optimizer):
@@ -167,6 +190,151 @@ def _gan_step_fn(
     return replica_step
 
 
+class _Gradients:
+    """Gradients computed already, in the shape of the tape loss_scaling.apply_gradients takes.
+
+    The replica_gradients mode computes gradients inside an XLA function and applies them
+    outside it; loss_scaling.apply_gradients then unscales them and all-reduces the finite flag
+    exactly as for a tape.
+    """
+
+    def __init__(self, gradients):
+        self._gradients = gradients
+
+    def gradient(self, target, sources):
+        del target, sources
+        return self._gradients
+
+
+def _compiled_gradients(loss_fn, variables):
+    """A jit_compile fn(*args) -> (gradients of loss_fn's scaled loss w.r.t. variables, outputs).
+
+    loss_fn(*args) -> (scaled_loss, outputs dict) runs under the tape inside the XLA function.
+    """
+
+    @tf.function(jit_compile=True)
+    def compute(*args):
+        with tf.GradientTape() as tape:
+            scaled, outputs = loss_fn(*args)
+        return tape.gradient(scaled, variables), outputs
+
+    return compute
+
+
+def _apply(optimizer, gradients, variables):
+    # scaled_loss is unused with precomputed gradients.
+    loss_scaling.apply_gradients(optimizer, _Gradients(gradients), None, variables)
+
+
+def _pretrain_replica_gradients_fn(config, generator, g_optimizer):
+    def loss_fn(lr, hr):
+        sr = generator(lr, training=True)
+        pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss))
+        return g_optimizer.scale_loss(pixel), {"pixel_loss": pixel}
+
+    variables = generator.trainable_variables
+    gradients = _compiled_gradients(loss_fn, variables)
+
+    def replica_step(batch):
+        grads, metrics = gradients(*batch)
+        _apply(g_optimizer, grads, variables)
+        return metrics
+
+    return replica_step
+
+
+def _gan_replica_gradients_fn(
+    config, generator, discriminator, content_model, content_loss_fn, g_optimizer, d_optimizer
+):
+    """The GAN step of `_gan_step_fn` with each update's gradients in one XLA function.
+
+    The generator's output cannot cross from the discriminator's XLA function to the
+    generator's with its gradient, so the generator's function runs the generator again
+    (BN-free: the same output).
+    """
+    weights = config.loss
+    ragan = weights.gan_loss == "ragan"
+    d_loss_fn = losses.relativistic_discriminator_loss if ragan else losses.discriminator_loss
+
+    def d_loss(lr, hr):
+        sr = tf.stop_gradient(generator(lr, training=True))
+        real_logits = discriminator(hr, training=True)
+        fake_logits = discriminator(sr, training=True)
+        loss = losses.average(d_loss_fn(real_logits, fake_logits))
+        return d_optimizer.scale_loss(loss), {
+            "d_loss": loss,
+            "d_real": losses.average(losses.probability(real_logits)),
+            "d_fake": losses.average(losses.probability(fake_logits)),
+        }
+
+    def g_loss(lr, hr):
+        sr = generator(lr, training=True)
+        fake_logits = discriminator(sr, training=True)
+        if ragan:
+            real_logits = tf.stop_gradient(discriminator(hr, training=True))
+            adversarial = losses.relativistic_generator_loss(real_logits, fake_logits)
+        else:
+            adversarial = losses.generator_adversarial_loss(fake_logits)
+        content = losses.average(content_loss_fn(content_model, hr, sr))
+        adversarial = losses.average(adversarial)
+        pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss))
+        total = (
+            weights.content_weight * content
+            + weights.adversarial_weight * adversarial
+            + weights.pixel_weight * pixel
+        )
+        return g_optimizer.scale_loss(total), {
+            "g_loss": total,
+            "content_loss": content,
+            "adversarial_loss": adversarial,
+            "pixel_loss": pixel,
+        }
+
+    d_variables = discriminator.trainable_variables
+    g_variables = generator.trainable_variables
+    d_gradients = _compiled_gradients(d_loss, d_variables)
+    g_gradients = _compiled_gradients(g_loss, g_variables)
+
+    def replica_step(batch):
+        lr, hr = batch
+        grads, d_metrics = d_gradients(lr, hr)
+        _apply(d_optimizer, grads, d_variables)
+        # The generator is scored by the updated discriminator (the paper's order; automatic
+        # control dependencies order the update before this read of the same variables).
+        grads, g_metrics = g_gradients(lr, hr)
+        _apply(g_optimizer, grads, g_variables)
+        return {**d_metrics, **g_metrics}
+
+    return replica_step
+
+
+def _batch_norm_layers(model):
+    if model is None:
+        return []
+    return [
+        layer
+        for layer in model._flatten_layers()  # noqa: SLF001 (Keras' recursive layer walk)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def _check_xla_mode(config, strategy, models):
+    """Clear errors for modes the step cannot compile (a StepConfig built by hand)."""
+    replicas = strategy.num_replicas_in_sync
+    if config.xla == "step" and replicas > 1:
+        raise ValueError(
+            f"xla='step' with {replicas} replicas must be resolved against the models first "
+            "(steps.resolve_xla_mode(xla, strategy, run_config))."
+        )
+    if config.xla == config_lib.XLA_REPLICA_GRADIENTS:
+        batch_norms = [layer.name for model in models for layer in _batch_norm_layers(model)]
+        if batch_norms:
+            raise ValueError(
+                f"xla={config.xla!r} needs BN-free models; these have BatchNorm: "
+                f"{batch_norms[:3]}. Use xla='auto'."
+            )
+
+
 def _set_autoclustering(enabled):
     # Process-wide, read when a function is traced: set before the first call of the loop.
     tf.config.optimizer.set_jit("autoclustering" if enabled else False)
@@ -206,8 +374,11 @@ def build_train_loop_fn(
       steps of the global-batch means (metric_names(config.phase)). It does not touch any step
       counter.
     """
+    _check_xla_mode(config, strategy, (generator, discriminator))
+    replica_gradients = config.xla == config_lib.XLA_REPLICA_GRADIENTS
     if config.phase == config_lib.PRETRAIN:
-        replica_step = _pretrain_step_fn(config, generator, g_optimizer)
+        make_step = _pretrain_replica_gradients_fn if replica_gradients else _pretrain_step_fn
+        replica_step = make_step(config, generator, g_optimizer)
     else:
         if discriminator is None or content_model is None or d_optimizer is None:
             raise ValueError(
@@ -221,7 +392,8 @@ def build_train_loop_fn(
                 criterion=config.loss.perceptual_criterion,
                 layer_weights=[weight for _, weight in config.loss.perceptual_layers] or None,
             )
-        replica_step = _gan_step_fn(
+        make_step = _gan_replica_gradients_fn if replica_gradients else _gan_step_fn
+        replica_step = make_step(
             config,
             generator,
             discriminator,
