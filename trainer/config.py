@@ -257,7 +257,9 @@ class LossConfig:
       adversarial_weight: weight of the generator's adversarial loss (1e-3 in the paper).
       pixel_weight: weight of the pixel loss in the GAN phase (0 in the paper).
       perceptual_network: the content-loss feature network (trainer.perceptual.NETWORKS).
-      perceptual_weights: "imagenet", "none" (random: tests only) or a no-top weights file.
+      perceptual_weights: "auto" (ImageNet when cached or downloadable, else random with one
+        warning), "imagenet" (strict), "none" (random: tests only) or a no-top weights file;
+        train.py replaces it by the resolved perceptual.WeightsChoice.
       gan_loss: "bce" (SRGAN) or "ragan" (ESRGAN's relativistic average GAN).
       perceptual_layers: vgg19 only: ((layer, weight), ...) of VGG19 convs taken BEFORE their
         ReLU (names conv<block>_<conv> as in BasicSR); None: the network's reference
@@ -271,7 +273,7 @@ class LossConfig:
     adversarial_weight: float = 1e-3
     pixel_weight: float = 0.0
     perceptual_network: str = "vgg54"
-    perceptual_weights: str = "imagenet"
+    perceptual_weights: str = "auto"
     gan_loss: str = "bce"
     perceptual_layers: tuple | str | None = None
     perceptual_criterion: str | None = None
