@@ -102,6 +102,8 @@ def check_chain(run, scale, phases):
 def _check_console(run, phases):
     """One line per stage and a summary; the libraries' chatter stays in the logs."""
     assert "=== summary ===" in run.stdout
+    # e2e_toy.flags asks for random features: the summary says which features the GAN used.
+    assert "perceptual features: random (--perceptual_weights=none)" in run.stdout, run.stdout
     for stage in (*STAGES, *(f"train-{phase}" for phase in phases)):
         assert f" {stage} " in run.stdout, stage
     assert len(run.stdout.splitlines()) < 40, run.stdout

@@ -298,7 +298,7 @@ class LossConfig:
             layers = parse_layer_weights(layers)
         if layers is None:
             layers = spec.default_layers
-        elif not spec.default_layers:
+        elif not spec.default_layers and tuple(layers):  # () is what a fixed-layer net stores
             raise ValueError(
                 f"LossConfig.perceptual_layers applies to the vgg19 network only; "
                 f"{self.perceptual_network} has one fixed layer."

@@ -245,9 +245,10 @@ def _urlopen_within(url, timeout):
     thread.join(timeout)
     if "response" in result:
         return result["response"]
-    if "error" in result:
-        raise result["error"]
     host = urllib.parse.urlsplit(url).netloc
+    if "error" in result and not isinstance(result["error"], TimeoutError):
+        raise result["error"]
+    # Either this wait or urlopen's own socket timeout (a server that accepts and stays silent).
     raise TimeoutError(f"{host} did not answer within {timeout:g} s")
 
 
