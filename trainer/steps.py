@@ -74,7 +74,11 @@ def create_optimizer(learning_rate, beta_1, beta_2, mixed_precision, variables):
 
 
 def _uses_gpu(strategy):
-    return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: wherever TensorFlow places ops
+        return bool(tf.config.list_logical_devices("GPU"))
+    return any("GPU" in device.upper() for device in devices)
 
 
 def resolve_xla_mode(xla, strategy, run_config=None):
