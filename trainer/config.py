@@ -58,12 +58,11 @@ GAN_LOSSES = ("bce", "ragan")
 # replica's forward, losses and gradients can be one XLA cluster (XLA_REPLICA_GRADIENTS):
 # rrdb and compact have no BatchNormalization (srresnet and the vgg discriminator have
 # synchronised BN, whose statistics all-reduce needs merge_call). The unet discriminator has no
-# BN, but each training call writes its spectral-norm iterate `sn_u`, a mirrored variable whose
-# write needs merge_call too; it is eligible once that variable is replica-local (see the
-# trainer.steps module docstring). The ragan loss all-reduces its global means (merge_call under
+# BN and writes its spectral-norm iterate `sn_u` to an on-read (replica-local) variable, which
+# needs no merge_call. The ragan loss all-reduces its global means (merge_call under
 # the host reduction used on CPU), so a GAN phase with ragan is not eligible either.
 XLA_REPLICA_GRADIENT_GENERATORS = (RRDB, COMPACT)
-XLA_REPLICA_GRADIENT_DISCRIMINATORS = ()
+XLA_REPLICA_GRADIENT_DISCRIMINATORS = ("unet",)
 XLA_REPLICA_GRADIENT_GAN_LOSSES = ("bce",)
 
 
@@ -81,8 +80,7 @@ def replica_gradients_blocker(phase, generator, discriminator=None, gan_loss=Non
     if phase != GAN:
         return None
     if discriminator not in XLA_REPLICA_GRADIENT_DISCRIMINATORS:
-        why = "writes its spectral-norm iterate" if discriminator == "unet" else "has BatchNorm"
-        return f"the {discriminator} discriminator {why} through merge_call"
+        return f"the {discriminator} discriminator has synchronised BatchNorm"
     if gan_loss not in XLA_REPLICA_GRADIENT_GAN_LOSSES:
         return f"the {gan_loss} loss all-reduces inside the loss"
     return None

@@ -135,8 +135,8 @@ class SpectralNormConv2D(layers.Conv2D):
     the optimizer's moments then refer to a rewritten variable), which is why it is not used.
 
     Sigma is estimated by one power iteration per training call on the kernel reshaped to
-    [-1, filters]; the iterate `sn_u` is a non-trainable variable (saved in checkpoints) that
-    every replica computes identically from the mirrored kernel and the first replica writes.
+    [-1, filters]; the iterate `sn_u` is a non-trainable on-read variable (saved in checkpoints)
+    that every replica computes identically from the mirrored kernel and writes locally.
     The power iteration runs in float32 (the layer does not autocast its variables) and the
     normalised kernel is cast to the compute dtype for the convolution.
     """
@@ -147,12 +147,15 @@ class SpectralNormConv2D(layers.Conv2D):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.sn_u = self.add_weight(
+        # On-read: each replica writes its own copy (no merge_call, so an XLA-compiled replica
+        # step can update it); the copies stay equal because every replica computes the same
+        # iterate from the mirrored kernel, and a checkpoint saves the first replica's.
+        self.sn_u = keras.Variable(
+            keras.initializers.RandomNormal(0.0, 1.0)((self.filters,)),
             name="sn_u",
-            shape=(self.filters,),
-            initializer=keras.initializers.RandomNormal(0.0, 1.0),
             trainable=False,
             aggregation="only_first_replica",
+            synchronization="on_read",
         )
 
     def normalized_kernel(self, training=False):

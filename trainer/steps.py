@@ -15,9 +15,9 @@ XLA modes (`config.StepConfig.xla`, resolved once by `resolve_xla_mode` / config
         The GAN step compiles two functions (discriminator gradients, then generator gradients
         scored by the updated discriminator), so the generator's forward pass runs twice.
         Models with synchronised BatchNorm (srresnet, the vgg discriminator) fall back to
-        `auto`: BN's statistics all-reduce needs merge_call too. So does the unet
-        discriminator's spectral-norm iterate: its training call assigns the mirrored `sn_u`
-        (a replica-local ON_READ variable would lift that: measured to compile and run).
+        `auto`: BN's statistics all-reduce needs merge_call too. The unet discriminator is
+        eligible: its spectral-norm iterate `sn_u` is a replica-local (on-read) variable.
+        The ragan loss is not (a cross-replica mean inside the loss).
   auto: XLA auto-clustering (tf.config.optimizer.set_jit), a process-wide setting made here, before
         the step is traced. TensorFlow only auto-clusters on GPU unless the process was started with
         TF_XLA_FLAGS=--tf_xla_cpu_global_jit, so on CPU `auto` is normally the same as `off`.

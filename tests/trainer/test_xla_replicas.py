@@ -28,14 +28,6 @@ def _batch(hr_size=16):
     return value_range.lr_from_uint8(lr), value_range.hr_from_uint8(hr)
 
 
-def _plain_discriminator():
-    # BN-free and with no variable written by its forward pass: what replica_gradients needs.
-    inputs = keras.Input(shape=(None, None, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
-    outputs = keras.layers.Conv2D(1, 3)(x)
-    return keras.Model(inputs, outputs)
-
-
 def _content_model():
     inputs = keras.Input(shape=(None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2)(inputs))
@@ -89,9 +81,15 @@ def test_replica_gradients_pretrain_gives_the_losses_of_off_on_two_replicas():
     assert compiled[1]["pixel_loss"] != compiled[0]["pixel_loss"]  # the weights moved
 
 
+def _unet():
+    return models.unet_discriminator(base_channels=4)
+
+
 def test_replica_gradients_gan_gives_the_losses_of_off_on_two_replicas():
-    off = _run(config.GAN, "off", _compact, _plain_discriminator)
-    compiled = _run(config.GAN, config.XLA_REPLICA_GRADIENTS, _compact, _plain_discriminator)
+    """Real-ESRGAN's pairing: compact + the spectral-norm U-Net (its iterate is written inside
+    the compiled replica step: an on-read variable, no merge_call) + bce."""
+    off = _run(config.GAN, "off", _compact, _unet)
+    compiled = _run(config.GAN, config.XLA_REPLICA_GRADIENTS, _compact, _unet)
     _assert_same(off, compiled)  # the second step sees both updates of the first
 
 
@@ -112,6 +110,7 @@ def test_resolution_by_model_device_and_replicas():
     assert _resolve("default", "pretrain", "srresnet", "vgg", "bce") == "auto"
     assert _resolve("step", "gan", "compact", "vgg", "bce") == "auto"
     assert _resolve("step", "gan", "compact", "unet", "ragan") == "auto"
+    assert _resolve("step", "gan", "rrdb", "unet", "bce") == config.XLA_REPLICA_GRADIENTS
     assert _resolve("auto", *pretrain) == "auto" and _resolve("off", *pretrain) == "off"
     # Without the models, several replicas keep "step" for the loop to resolve.
     assert _resolve("step") == "step"
