@@ -149,3 +149,26 @@ def format_table(header, rows):
 
 def _cell(value):
     return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def conv_macs_per_lr_pixel(generator, probe_side=8):
+    """Multiply-adds of a generator's convolutions per LR input pixel, from its layers.
+
+    Each Conv2D costs k_h * k_w * c_in / groups * c_out per output pixel at its own
+    resolution; the resolutions come from one forward pass on a probe_side^2 input (the models
+    are fully convolutional, so the count scales with the pixel count). Activations, BN,
+    additions, resizes and depth_to_space are left out: they are not multiply-adds of a conv and
+    are memory-bound (their cost shows as the gap to the conv rate).
+
+    Returns:
+      dict conv layer name -> multiply-adds per LR pixel.
+    """
+    convs = [layer for layer in generator.layers if isinstance(layer, keras.layers.Conv2D)]
+    probe = keras.Model(generator.inputs, [layer.output for layer in convs])
+    outputs = probe(tf.zeros([1, probe_side, probe_side, 3]), training=False)
+    macs = {}
+    for layer, output in zip(convs, outputs, strict=True):
+        k_h, k_w, c_in, c_out = layer.kernel.shape
+        pixels = output.shape[1] * output.shape[2]
+        macs[layer.name] = k_h * k_w * c_in * c_out * pixels / probe_side**2
+    return macs

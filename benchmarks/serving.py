@@ -3,6 +3,7 @@ r"""Serving benchmark: latency and images/s in-process vs REST vs gRPC; the tile
   python -m benchmarks.serving                       # paper generator (16 blocks, 64 channels)
   python -m benchmarks.serving --num_blocks=2 --channels=16 --requests=8   # quick
   python -m benchmarks.serving --parts=load --load_seconds=60 --load_clients=8   # sustained load
+  python -m benchmarks.serving --parts=generators --rounds=5   # the generators side by side
 
 Random weights (speed does not depend on them). Part 1: a 128x128 PNG through serving_default
 (-> 512x512 PNG), 1 and 8 concurrent clients, in-process SavedModel call vs the local server
@@ -10,7 +11,12 @@ Random weights (speed does not depend on them). Part 1: a 128x128 PNG through se
 subprocess that upscales one image through the uint8 signature; its peak RSS (ru_maxrss) and
 time are reported, and the tiled output is compared with the untiled one. Part 3 (load): N clients
 per protocol send the PNG back to back for S seconds to one server subprocess; errors, p50/p95 and
-the server's RSS before/after (and its peak, VmHWM) are reported.
+the server's RSS before/after (and its peak, VmHWM) are reported. Part 4 (generators): each of
+--generators at its reference size is exported with the tiling an export gives it by default and
+called in process through serving_default, together with its bare Keras network (float in, float
+out, no PNG, uint8 or tiling), all in alternation; p50 latency and the achieved GFLOP/s of the
+convolutions (multiply-adds counted from the layers, benchmarks.common.conv_macs_per_lr_pixel,
+x2) are reported.
 """
 
 import concurrent.futures
@@ -25,8 +31,10 @@ import time
 import numpy as np
 from absl import app, flags
 
+from benchmarks import common
 from serving import client_lib, contract, export_lib, server_process
 from serving.serving_module import TilingConfig
+from trainer import config as trainer_config
 from trainer import generator_store
 
 _NUM_BLOCKS = flags.DEFINE_integer("num_blocks", 16, "Generator residual blocks.")
@@ -39,7 +47,18 @@ _UNTILED_MAX = flags.DEFINE_integer(
     "untiled_max", 512, "Largest side also run untiled (memory grows fast)."
 )
 _PARTS = flags.DEFINE_multi_enum(
-    "parts", ["latency", "memory", "load"], ["latency", "memory", "load"], "What to run."
+    "parts",
+    ["latency", "memory", "load"],
+    ["latency", "memory", "load", "generators"],
+    "What to run (generators: the architectures side by side, only when asked).",
+)
+_GENERATORS = flags.DEFINE_list(
+    "generators",
+    list(trainer_config.GENERATORS),
+    "Architectures of --parts=generators, each at its reference size.",
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 5, "--parts=generators: timed rounds, each calling every path once (median)."
 )
 _LOAD_SECONDS = flags.DEFINE_float("load_seconds", 60.0, "Seconds of load per protocol.")
 _LOAD_CLIENTS = flags.DEFINE_integer("load_clients", 8, "Concurrent clients under load.")
@@ -249,6 +268,60 @@ def load_table(model_base_path, png, seconds, num_clients):
     return rows
 
 
+def _generator_paths(architecture, work_dir, lr_uint8, png):
+    """(config, tiling, conv multiply-adds per image, {path: call}) of one reference-size
+    generator: served through its export, and the bare Keras network."""
+    import tensorflow as tf
+
+    config = trainer_config.GeneratorConfig(scale=4, architecture=architecture)
+    generator = generator_store.build_generator(config)
+    macs = sum(common.conv_macs_per_lr_pixel(generator).values()) * lr_uint8.shape[1] ** 2
+    tiling = export_lib.tiling_for(config)
+    export_dir = export(generator, config, work_dir, architecture, tiling)
+    signature = tf.saved_model.load(export_dir).signatures[contract.BYTES_SIGNATURE]
+    batch = tf.constant([png])
+    network = tf.function(lambda lr: generator(lr, training=False))
+    lr_float = tf.cast(lr_uint8, tf.float32) / 255.0
+    paths = {
+        "serving_default": lambda: signature(image_bytes=batch)[contract.BYTES_OUTPUT].numpy(),
+        "network only": lambda: network(lr_float).numpy(),
+    }
+    return config, tiling, macs, paths
+
+
+def generators_table(architectures, side, rounds, work_dir):
+    """p50 latency and conv GFLOP/s of each architecture, all paths timed in alternation."""
+    import tensorflow as tf
+
+    png = random_png(side)
+    lr_uint8 = tf.io.decode_png(png, channels=3)[tf.newaxis]
+    calls, info = {}, {}
+    for architecture in architectures:
+        config, tiling, macs, paths = _generator_paths(architecture, work_dir, lr_uint8, png)
+        info[architecture] = (config, tiling, macs)
+        for path, call in paths.items():
+            calls[(architecture, path)] = (call, 1)
+    print(f"generators built and exported; {rounds} rounds in alternation", flush=True)
+    rates = common.interleaved_steps_per_second(calls, rounds)
+    baseline = {path: 1.0 / rates[(architectures[0], path)] for _, path in calls}
+    rows = [
+        "| generator | size | tile / overlap | path | GMAC / image | p50 ms "
+        f"| vs {architectures[0]} | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (architecture, path), rate in rates.items():
+        config, tiling, macs = info[architecture]
+        seconds = 1.0 / rate
+        rows.append(
+            f"| {architecture} | {config.num_blocks} x {config.channels} "
+            f"| {tiling.tile_size} / {tiling.overlap} | {path} | {macs / 1e9:.1f} "
+            f"| {seconds * 1000:.0f} | {baseline[path] / seconds:.2f}x "
+            f"| {2 * macs / seconds / 1e9:.1f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv):
     del argv
     config = generator_store.GeneratorConfig(
@@ -261,7 +334,9 @@ def main(argv):
         export_dir = export(generator, config, work_dir, _NAME, tiling)
         png = random_png(_SIZE.value)
         parts = set(_PARTS.value)
-        latency = memory = load = None
+        latency = memory = load = compared = None
+        if "generators" in parts:
+            compared = generators_table(_GENERATORS.value, _SIZE.value, _ROUNDS.value, work_dir)
         if "latency" in parts:
             latency = latency_table(
                 export_dir,
@@ -290,6 +365,12 @@ def main(argv):
     if memory:
         print("\nOne image through upscale_uint8 in a fresh process after a 32x32 warm-up:")
         print("\n".join(memory))
+    if compared:
+        print(
+            f"\n{size}x{size} -> {out}x{out}, reference-size generators (random weights), "
+            "in process:"
+        )
+        print("\n".join(compared))
     if load:
         print(f"\nSustained load, {size}x{size} -> {out}x{out} PNG, one server process:")
         print("\n".join(load))
