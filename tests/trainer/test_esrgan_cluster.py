@@ -3,7 +3,6 @@ GAN phase (compact + U-Net spectral norm + RaGAN + EMA), and SIGTERM in a compac
 whose resumed run restores the EMA exactly. The helpers and fixtures are test_train's."""
 
 import dataclasses
-import json
 import os
 import re
 import signal
@@ -18,7 +17,6 @@ from tests.trainer.test_train import (
     _checkpoint_values,
     _config,
     _env,
-    _free_ports,
     _restored_values,
     _saved_step,
     _train_command,
@@ -41,33 +39,6 @@ def _compact_config(model_dir, ema_decay, **overrides):
         generator=_COMPACT,
         optimizer=config_lib.OptimizerConfig(ema_decay=ema_decay),
     )
-
-
-def _run_two_workers(command):
-    """Runs `command` as worker 0 (the chief) and worker 1 of a local cluster; their stderr."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workers = [
-        subprocess.Popen(
-            command,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            ),
-        )
-        for i in range(2)
-    ]
-    try:
-        logs = [w.communicate(timeout=150)[1] for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-    for worker, log in zip(workers, logs, strict=True):
-        assert worker.returncode == 0, log[-3000:]
-    return logs
 
 
 def _logged_losses(log, step, total):
@@ -109,7 +80,7 @@ def test_compact_unet_ragan_ema_gan_phase_on_two_workers(data_dir, tmp_path):
         "--checkpoint_steps=2",
         "--log_steps=2",
     )
-    logs = _run_two_workers(command)
+    logs = test_train.run_two_workers(command)
 
     for log in logs:
         assert "stopped at step 2/2" in log

@@ -336,18 +336,9 @@ def _free_ports(count):
     return ports
 
 
-def test_multi_worker_mirrored_strategy_with_two_local_workers(data_dir, tmp_path):
-    model_dir = str(tmp_path / "model")
+def run_two_workers(command):
+    """Runs `command` as worker 0 (the chief) and worker 1 of a local cluster; their stderr."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    command = _train_command(
-        data_dir,
-        model_dir,
-        "--strategy=multi_worker",
-        "--train_steps=4",
-        "--checkpoint_steps=2",
-        "--log_steps=2",
-        "--steps_per_loop=2",
-    )
     workers = [
         subprocess.Popen(
             command,
@@ -369,6 +360,21 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(data_dir, tmp_pat
                 w.kill()
     for worker, log in zip(workers, logs, strict=True):
         assert worker.returncode == 0, log[-3000:]
+    return logs
+
+
+def test_multi_worker_mirrored_strategy_with_two_local_workers(data_dir, tmp_path):
+    model_dir = str(tmp_path / "model")
+    command = _train_command(
+        data_dir,
+        model_dir,
+        "--strategy=multi_worker",
+        "--train_steps=4",
+        "--checkpoint_steps=2",
+        "--log_steps=2",
+        "--steps_per_loop=2",
+    )
+    for log in run_two_workers(command):
         assert "stopped at step 4/4" in log
     phase_dir = os.path.join(model_dir, "pretrain")
     assert _saved_step(tf.train.latest_checkpoint(phase_dir)) == 4
