@@ -5,18 +5,14 @@ whose resumed run restores the EMA exactly. The helpers and fixtures are test_tr
 import dataclasses
 import os
 import re
-import signal
-import subprocess
 
 import numpy as np
 import tensorflow as tf
 
 from tests.trainer import test_train
 from tests.trainer.test_train import (
-    REPO,
     _checkpoint_values,
     _config,
-    _env,
     _restored_values,
     _saved_step,
     _train_command,
@@ -114,30 +110,9 @@ def test_sigterm_in_a_compact_ema_run_saves_the_ema_and_resumes_it_exactly(
     data_dir, source, strategy, tmp_path
 ):
     model_dir = str(tmp_path / "model")
-    command = _train_command(
-        data_dir,
-        model_dir,
-        "--generator=compact",
-        f"--ema_decay={_EMA_DECAY}",
-        "--strategy=mirrored",
-        "--num_cpu_replicas=2",
-        "--train_steps=100000",
-        "--checkpoint_steps=100000",
-        "--log_steps=1",
+    prefix, log = test_train.sigterm_at_step_3(
+        data_dir, model_dir, "--generator=compact", f"--ema_decay={_EMA_DECAY}"
     )
-    process = subprocess.Popen(
-        command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    log = []
-    for line in process.stderr:
-        log.append(line)
-        if "step 3/100000" in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    log.extend(process.stderr)
-    assert process.wait(timeout=120) == 0, "".join(log[-30:])
-    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain"))
-    assert prefix is not None, "".join(log[-30:])
     stopped_at = _saved_step(prefix)
     assert stopped_at >= 3 and f"stopped at step {stopped_at}/100000" in "".join(log)
     saved = _checkpoint_values(prefix)

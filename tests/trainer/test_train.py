@@ -271,13 +271,12 @@ def _env(**extra):
     return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
-    data_dir, source, strategy, tmp_path
-):
-    model_dir = str(tmp_path / "model")
+def sigterm_at_step_3(data_dir, model_dir, *flags):
+    """Starts a 2-replica pretrain run, sends SIGTERM once step 3 is logged; (checkpoint, log)."""
     command = _train_command(
         data_dir,
         model_dir,
+        *flags,
         "--strategy=mirrored",
         "--num_cpu_replicas=2",
         "--train_steps=100000",
@@ -297,6 +296,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
     assert process.wait(timeout=120) == 0, "".join(log[-30:])
     prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "pretrain"))
     assert prefix is not None, "".join(log[-30:])
+    return prefix, log
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
+    data_dir, source, strategy, tmp_path
+):
+    model_dir = str(tmp_path / "model")
+    prefix, log = sigterm_at_step_3(data_dir, model_dir)
     stopped_at = _saved_step(prefix)
     assert stopped_at >= 3 and prefix.endswith(f"ckpt-{stopped_at}")
     assert f"stopped at step {stopped_at}/100000" in "".join(log)
