@@ -4,6 +4,7 @@
     generator  GeneratorConfig   what generator.json records (scale from the dataset's manifest)
     discriminator DiscriminatorConfig  the GAN phase's discriminator
     input      InputConfig       the training stream (patch size, global batch, crops, shuffle)
+    degradation DegradationChoice how LR is made: stored LR, or Real-ESRGAN's on-the-fly pipeline
     step       StepConfig        what one step does (phase, losses, XLA mode, steps per call)
       loss     LossConfig
     optimizer  OptimizerConfig   Adam and mixed precision
@@ -50,6 +51,12 @@ GENERATOR_REFERENCE_SIZES = {
 # Discriminators: vgg (SRGAN's, one logit per image), unet (Real-ESRGAN's UNetDiscriminatorSN,
 # one logit per pixel).
 DISCRIMINATORS = ("vgg", "unet")
+
+# How the training LR is made (trainer.degrade_batches): "none" reads the stored LR of paired
+# datasets; "realesrgan" synthesises it from HR patches with Real-ESRGAN's second-order
+# degradation (trainer.degradations), on each replica's device inside the step or in tf.data.
+DEGRADATIONS = ("none", "realesrgan")
+DEGRADE_ON = ("device", "input")
 
 # Adversarial losses (trainer.losses): bce (SRGAN), ragan (ESRGAN's relativistic average GAN).
 GAN_LOSSES = ("bce", "ragan")
@@ -229,6 +236,39 @@ class InputConfig:
             crops_per_image=self.crops_per_image,
             shuffle_buffer=self.shuffle_buffer,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class DegradationChoice:
+    """How the training LR is made (the parameters of the pipeline: trainer.degradations).
+
+    Attributes:
+      kind: one of DEGRADATIONS.
+      degrade_on: "device" (each replica degrades its HR batch at the start of the step, as
+        Real-ESRGAN does on the GPU) or "input" (the tf.data pipeline does, on the host);
+        both draw the same degradations for the same (seed, step, replica).
+      usm_targets: the pixel and perceptual losses compare with an unsharp-masked HR
+        (Real-ESRGAN's l1_gt_usm / percep_gt_usm); the discriminator still sees the plain HR
+        (gan_gt_usm: False). Applies to stored pairs too, as in Real-ESRGAN's paired
+        fine-tuning.
+    """
+
+    kind: str = "none"
+    degrade_on: str = "device"
+    usm_targets: bool = False
+
+    def __post_init__(self):
+        _choice("DegradationChoice", "kind", self.kind, DEGRADATIONS)
+        _choice("DegradationChoice", "degrade_on", self.degrade_on, DEGRADE_ON)
+
+    @property
+    def enabled(self):
+        return self.kind != "none"
+
+    @property
+    def prepares_batches(self):
+        """The step (or the input pipeline) changes the stored batches before the losses."""
+        return self.enabled or self.usm_targets
 
 
 def parse_layer_weights(text):
@@ -417,6 +457,7 @@ class RunConfig:
       model_dir: checkpoints (MODEL_DIR/<phase>/), summaries, images and generator.json.
       generator: the generator to build.
       discriminator: the GAN phase's discriminator.
+      degradation: how the training LR is made.
       step: the step (its phase is the run's phase).
       input: the training stream.
       optimizer: Adam and mixed precision.
@@ -437,6 +478,7 @@ class RunConfig:
     schedule: ScheduleConfig = ScheduleConfig()
     reporting: ReportingConfig = ReportingConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    degradation: DegradationChoice = DegradationChoice()
     init_checkpoint: str | None = None
     seed: int | None = None
     replay_input_on_resume: bool = False

@@ -18,6 +18,7 @@ from absl import logging
 from data_prep import schema
 from trainer import config as config_lib
 from trainer import (
+    degrade_batches,
     evaluation,
     generator_store,
     input_pipeline,
@@ -203,7 +204,7 @@ def _restore(config, state, checkpoint, phase_dir):
     logging.info("Phase %s: %s.", config.phase, note)
 
 
-def _loop_fn_builder(strategy, config, state):
+def _loop_fn_builder(strategy, config, state, prepare_batch=None):
     def build(num_steps):
         step_config = dataclasses.replace(config.step, steps_per_loop=num_steps)
         return steps.build_train_loop_fn(
@@ -216,6 +217,8 @@ def _loop_fn_builder(strategy, config, state):
             state.d_optimizer,
             ema_generator=state.ema_generator,
             ema_decay=config.optimizer.ema_decay,
+            prepare_batch=prepare_batch,
+            step_counter=state.global_step if prepare_batch is not None else None,
         )
 
     return build
@@ -288,8 +291,10 @@ def build_controller(config: config_lib.RunConfig, source: input_pipeline.DataSo
         step_counter=state.global_step,
     )
     _restore(config, state, checkpoint, phase_dir)
+    choice = config.degradation
+    degradation_seed = degrade_batches.run_seed(config.seed) if choice.prepares_batches else None
     dataset = strategy.distribute_datasets_from_function(
-        train_input.input_fn(source, config, state.step())
+        train_input.input_fn(source, config, state.step(), degradation_seed)
     )
     reporter = reporting.Reporter(
         posixpath.join(write_dir, "summaries"),
@@ -300,7 +305,12 @@ def build_controller(config: config_lib.RunConfig, source: input_pipeline.DataSo
         state=state,
         manager=manager,
         iterator=iter(dataset),
-        loop_fn=_loop_fn_builder(strategy, config, state),
+        loop_fn=_loop_fn_builder(
+            strategy,
+            config,
+            state,
+            degrade_batches.prepare_fn(choice, source.scale, degradation_seed),
+        ),
         reporter=reporter,
         train_steps=config.schedule.train_steps,
         steps_per_loop=config.step.steps_per_loop,

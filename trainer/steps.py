@@ -124,9 +124,23 @@ def resolve_xla_mode(xla, strategy, run_config=None):
     return mode
 
 
+def unpack_batch(batch):
+    """(lr, hr) or (lr, hr, hr_real) -> (lr, hr, hr_real).
+
+    hr is the target of the pixel and perceptual losses; hr_real is what the discriminator sees
+    as real. They differ when the targets are unsharp-masked (Real-ESRGAN's l1_gt_usm and
+    percep_gt_usm, but not gan_gt_usm: trainer.degrade_batches).
+    """
+    if len(batch) == 2:
+        lr, hr = batch
+        return lr, hr, hr
+    lr, hr, hr_real = batch
+    return lr, hr, hr_real
+
+
 def _pretrain_step_fn(config, generator, g_optimizer):
     def replica_step(batch):
-        lr, hr = batch
+        lr, hr, _ = unpack_batch(batch)
         with tf.GradientTape() as tape:
             sr = generator(lr, training=True)
             pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss))
@@ -144,11 +158,11 @@ def _gan_step_fn(
     ragan = weights.gan_loss == "ragan"
     d_loss_fn = losses.relativistic_discriminator_loss if ragan else losses.discriminator_loss
 
-    def adversarial_loss(hr, fake_logits):
+    def adversarial_loss(hr_real, fake_logits):
         if not ragan:
             return losses.generator_adversarial_loss(fake_logits)
         # RaGAN scores the generator against the real images too, by the updated discriminator.
-        real_logits = tf.stop_gradient(discriminator(hr, training=True))
+        real_logits = tf.stop_gradient(discriminator(hr_real, training=True))
         return losses.relativistic_generator_loss(real_logits, fake_logits)
 
     def discriminator_update(hr, sr):
@@ -165,16 +179,16 @@ def _gan_step_fn(
         }
 
     def replica_step(batch):
-        lr, hr = batch
+        lr, hr, hr_real = unpack_batch(batch)
         with tf.GradientTape() as tape:
             sr = generator(lr, training=True)
             # The paper's order: the discriminator learns from this batch first, then the
             # generator is scored by the updated discriminator (one generator forward pass).
             with tape.stop_recording():
-                metrics = discriminator_update(hr, tf.stop_gradient(sr))
+                metrics = discriminator_update(hr_real, tf.stop_gradient(sr))
             fake_logits = discriminator(sr, training=True)
             content = losses.average(content_loss_fn(content_model, hr, sr))
-            adversarial = losses.average(adversarial_loss(hr, fake_logits))
+            adversarial = losses.average(adversarial_loss(hr_real, fake_logits))
             pixel = losses.average(losses.pixel_loss(hr, sr, weights.pixel_loss))
             g_loss = (
                 weights.content_weight * content
@@ -231,7 +245,8 @@ def _apply(optimizer, gradients, variables):
 
 
 def _pretrain_replica_gradients_fn(config, generator, g_optimizer):
-    def loss_fn(lr, hr):
+    def loss_fn(lr, hr, hr_real):
+        del hr_real
         sr = generator(lr, training=True)
         pixel = losses.average(losses.pixel_loss(hr, sr, config.loss.pixel_loss))
         return g_optimizer.scale_loss(pixel), {"pixel_loss": pixel}
@@ -240,7 +255,7 @@ def _pretrain_replica_gradients_fn(config, generator, g_optimizer):
     gradients = _compiled_gradients(loss_fn, variables)
 
     def replica_step(batch):
-        grads, metrics = gradients(*batch)
+        grads, metrics = gradients(*unpack_batch(batch))
         _apply(g_optimizer, grads, variables)
         return metrics
 
@@ -260,9 +275,9 @@ def _gan_replica_gradients_fn(
     ragan = weights.gan_loss == "ragan"
     d_loss_fn = losses.relativistic_discriminator_loss if ragan else losses.discriminator_loss
 
-    def d_loss(lr, hr):
+    def d_loss(lr, hr_real):
         sr = tf.stop_gradient(generator(lr, training=True))
-        real_logits = discriminator(hr, training=True)
+        real_logits = discriminator(hr_real, training=True)
         fake_logits = discriminator(sr, training=True)
         loss = losses.average(d_loss_fn(real_logits, fake_logits))
         return d_optimizer.scale_loss(loss), {
@@ -271,11 +286,11 @@ def _gan_replica_gradients_fn(
             "d_fake": losses.average(losses.probability(fake_logits)),
         }
 
-    def g_loss(lr, hr):
+    def g_loss(lr, hr, hr_real):
         sr = generator(lr, training=True)
         fake_logits = discriminator(sr, training=True)
         if ragan:
-            real_logits = tf.stop_gradient(discriminator(hr, training=True))
+            real_logits = tf.stop_gradient(discriminator(hr_real, training=True))
             adversarial = losses.relativistic_generator_loss(real_logits, fake_logits)
         else:
             adversarial = losses.generator_adversarial_loss(fake_logits)
@@ -300,12 +315,12 @@ def _gan_replica_gradients_fn(
     g_gradients = _compiled_gradients(g_loss, g_variables)
 
     def replica_step(batch):
-        lr, hr = batch
-        grads, d_metrics = d_gradients(lr, hr)
+        lr, hr, hr_real = unpack_batch(batch)
+        grads, d_metrics = d_gradients(lr, hr_real)
         _apply(d_optimizer, grads, d_variables)
         # The generator is scored by the updated discriminator (the paper's order; automatic
         # control dependencies order the update before this read of the same variables).
-        grads, g_metrics = g_gradients(lr, hr)
+        grads, g_metrics = g_gradients(lr, hr, hr_real)
         _apply(g_optimizer, grads, g_variables)
         return {**d_metrics, **g_metrics}
 
@@ -356,6 +371,8 @@ def build_train_loop_fn(
     content_loss_fn=None,
     ema_generator=None,
     ema_decay=0.0,
+    prepare_batch=None,
+    step_counter=None,
 ):
     """The tf.function that runs `config.steps_per_loop` training steps.
 
@@ -372,6 +389,12 @@ def build_train_loop_fn(
       ema_generator: the generator's EMA copy (trainer.ema), updated after every step; None:
         no EMA.
       ema_decay: the EMA decay (with ema_generator).
+      prepare_batch: fn(batch, step) -> (lr, hr[, hr_real]), run in each replica's context
+        before the step (outside its XLA function): the on-device degradation
+        (trainer.degrade_batches); `step` is the global step being run (int64). None: the
+        iterator yields (lr, hr) batches ready for the step.
+      step_counter: the int64 global-step variable (read once per call: the loop's first
+        step); needed with prepare_batch.
 
     Returns:
       A tf.function(iterator) -> dict metric name -> float32 scalar: the mean over the loop's
@@ -411,12 +434,20 @@ def build_train_loop_fn(
         replica_step = tf.function(replica_step, jit_compile=True)
     names = metric_names(config.phase)
     steps = config.steps_per_loop
+    if prepare_batch is not None and step_counter is None:
+        raise ValueError("prepare_batch needs the step_counter it derives its seeds from.")
+
+    def run_step(batch, step):
+        if prepare_batch is not None:
+            batch = prepare_batch(batch, step)
+        return replica_step(batch)
 
     @tf.function
     def train_loop(iterator):
         totals = {name: tf.constant(0.0) for name in names}
-        for _ in tf.range(steps):
-            per_replica = strategy.run(replica_step, args=(next(iterator),))
+        first = step_counter.read_value() if step_counter is not None else tf.constant(0, tf.int64)
+        for i in tf.range(steps, dtype=tf.int64):
+            per_replica = strategy.run(run_step, args=(next(iterator), first + i))
             if ema_generator is not None:
                 # Cross-replica context: the mirrored EMA variables get one update each.
                 ema_lib.update(ema_generator, generator, ema_decay)

@@ -161,7 +161,30 @@ _INIT_CHECKPOINT = flags.DEFINE_string(
     "Checkpoint prefix whose generator starts a phase that has no "
     "checkpoint of its own (gan default: the pretrain phase's latest).",
 )
-_SEED = flags.DEFINE_integer("seed", None, "Seeds weights and the input stream.")
+_DEGRADATION = flags.DEFINE_enum(
+    "degradation",
+    "none",
+    list(config_lib.DEGRADATIONS),
+    "How the training LR is made: none (the dataset's stored LR; paired datasets) or realesrgan "
+    "(Real-ESRGAN's second-order blur / resize / noise / JPEG pipeline applied to HR patches on "
+    "the fly; HR-only or paired datasets).",
+)
+_DEGRADE_ON = flags.DEFINE_enum(
+    "degrade_on",
+    "device",
+    list(config_lib.DEGRADE_ON),
+    "With --degradation: where the LR is synthesised: device (each replica, at the start of "
+    "the step) or input (the tf.data pipeline); the same degradations either way.",
+)
+_USM_TARGETS = flags.DEFINE_bool(
+    "usm_targets",
+    False,
+    "Unsharp-masked HR targets for the pixel and perceptual losses (Real-ESRGAN's l1_gt_usm / "
+    "percep_gt_usm); the discriminator sees the plain HR.",
+)
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Seeds weights, the input stream and the degradations (None: random)."
+)
 _REPLAY_INPUT_ON_RESUME = flags.DEFINE_bool(
     "replay_input_on_resume",
     False,
@@ -199,6 +222,11 @@ def _input_config():
     )
 
 
+def _check_degradation_flags():
+    if _DEGRADATION.value == "none" and flags.FLAGS["degrade_on"].present:
+        raise app.UsageError("--degrade_on applies with --degradation=realesrgan only.")
+
+
 def _config(scale, xla):
     """The run's RunConfig from the flags; `scale` is the dataset's, `xla` the resolved mode."""
     phase = _PHASE.value
@@ -232,6 +260,11 @@ def _config(scale, xla):
             ),
         ),
         input=_input_config(),
+        degradation=config_lib.DegradationChoice(
+            kind=_DEGRADATION.value,
+            degrade_on=_DEGRADE_ON.value,
+            usm_targets=_USM_TARGETS.value,
+        ),
         optimizer=config_lib.OptimizerConfig(
             beta_1=_BETA_1.value,
             beta_2=_BETA_2.value,
@@ -280,6 +313,7 @@ def resolve_perceptual_weights(config, strategy):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _check_degradation_flags()
     strategy_lib.split_cpu(_NUM_CPU_REPLICAS.value)
     # Imported after the CPU split: they initialise TensorFlow.
     from trainer import input_pipeline, loop, steps  # noqa: PLC0415
