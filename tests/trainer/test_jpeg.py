@@ -72,9 +72,9 @@ def test_set14_psnr_matches_pil_at_30_60_95():
     for q_index, quality in enumerate(qualities):
         for crop, decoded in zip(crops, ours[q_index], strict=True):
             reference = pil_round_trip(crop, quality)
-            # Measured: |difference| <= 0.05 dB; ours vs PIL's pixels >= 45 dB.
+            # Measured: |difference| <= 0.05 dB; ours vs PIL's pixels >= 46.3 dB.
             assert psnr(decoded, crop) == pytest.approx(psnr(reference, crop), abs=0.5)
-            assert psnr(decoded, reference) > 42.0
+            assert psnr(decoded, reference) > 45.0
 
 
 def test_odd_sizes_keep_their_shape_and_match_pil_at_the_edges():
