@@ -77,8 +77,9 @@ def fixture_hr_only_dir(tmp_path):
 
 
 def hr_stream(data_dir, seed=None, input_context=None, **fields):
+    """make_hr_train_dataset of a freshly opened data_dir (a small shuffle buffer: fast start)."""
     source = input_pipeline.open_dataset(data_dir)
-    config = config_lib.InputConfig(**fields)
+    config = config_lib.InputConfig(**{"shuffle_buffer": 16, **fields})
     return input_pipeline.make_hr_train_dataset(source, config, seed, input_context)
 
 
@@ -220,7 +221,9 @@ def test_version_1_manifest_reads_as_paired_and_unknown_versions_are_refused(tmp
     _rewrite_manifest(data_dir, version_1)
     source = input_pipeline.open_dataset(data_dir)
     assert source.manifest.schema_version == 1 and source.manifest.lr_kind == schema.LR_FILES
-    config = config_lib.InputConfig(hr_patch_size=16, global_batch_size=2, crops_per_image=1)
+    config = config_lib.InputConfig(
+        hr_patch_size=16, global_batch_size=2, crops_per_image=1, shuffle_buffer=4
+    )
     lr, hr = next(iter(input_pipeline.make_train_dataset(source, config)))
     assert lr.shape == (2, 4, 4, 3) and hr.shape == (2, 16, 16, 3)
     _rewrite_manifest(data_dir, lambda data: data.update(args={}))
