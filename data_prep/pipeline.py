@@ -353,10 +353,10 @@ def summary_line(result: JobResult, output_dir):
     """One line saying where every input went."""
     m = result.manifest
     splits = " + ".join(f"{info.num_examples} {name}" for name, info in m.splits.items())
-    kind = "" if m.paired else "HR-only "
+    kind, sources = ("", "pairs") if m.paired else ("HR-only ", "images")
     return (
         f"data_prep: {m.num_inputs} inputs -> {splits} {kind}examples "
-        f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
+        f"(from {result.num_source_pairs} source {sources}), {m.num_rejected} rejected "
         f"({m.num_duplicates} exact duplicates; see {m.rejected_files[0]}); "
         f"manifest: {schema.manifest_path(output_dir)}"
     )
