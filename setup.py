@@ -30,6 +30,8 @@ TRAIN_REQUIRES = [
     "tensorboard==2.21.*",
     # Beam's TFRecord writer falls back to crcmod (~100 MB/s CRC32C) without it (~2 GB/s).
     "google-crc32c>=1.5",
+    # The local server's Prometheus endpoint (TF Serving's metric names: serving.metrics).
+    "prometheus_client>=0.20",
 ]
 
 # Every entry module has `def run(): app.run(main)`; `python -m <module>` works the same way.

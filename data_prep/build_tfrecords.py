@@ -1,7 +1,13 @@
 """Turns LR/HR image pairs (or HR-only images) into sharded TFRecords plus manifest.json.
 
   srgan-prepare --hr_glob='photos/*.png' --output_dir=data --scale=4
+  srgan-prepare --hr_glob='photos/*.png' --output_dir=data_hr --scale=4 --lr=none
   python -m data_prep.build_tfrecords ...   (the same)
+
+LR comes from --lr_glob files, or without them from --lr: `bicubic` (default) stores an
+antialiased bicubic downscale of each HR image, `none` stores HR only (the trainer synthesises
+LR: its degradation model, or the same bicubic for validation). The manifest's lr_kind
+("files", "bicubic" or "none") records which.
 
 Flags not defined here go to Beam's PipelineOptions (--runner, --direct_num_workers,
 --direct_running_mode, --project, --setup_file=./setup.py, ...); an argument that neither this
@@ -24,6 +30,13 @@ from data_prep import images, pipeline, schema  # noqa: E402
 _HR_GLOB = flags.DEFINE_string("hr_glob", None, "HR images (local or gs:// glob).")
 _LR_GLOB = flags.DEFINE_string(
     "lr_glob", None, "LR images; omit to synthesise LR by antialiased bicubic downscale of HR."
+)
+_LR = flags.DEFINE_enum(
+    "lr",
+    None,
+    (schema.LR_BICUBIC, schema.LR_NONE),
+    "Without --lr_glob: 'bicubic' (the default) stores an antialiased bicubic LR with each HR "
+    "image; 'none' writes HR-only shards (LR synthesised while training). Not with --lr_glob.",
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
 _SCALE = flags.DEFINE_integer(
@@ -85,6 +98,11 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in
 
 def job_config():
     """The JobConfig from the parsed flags (raises ValueError on inconsistent values)."""
+    if _LR.value and _LR_GLOB.value:
+        raise ValueError(
+            f"--lr={_LR.value} synthesises or drops the LR, but --lr_glob gives LR files: "
+            "drop one of the two."
+        )
     pair = images.PairConfig(
         scale=_SCALE.value,
         min_lr_size=_MIN_LR_SIZE.value,
@@ -92,6 +110,7 @@ def job_config():
         hr_crop_size=_HR_CROP_SIZE.value,
         hr_crop_stride=_HR_CROP_STRIDE.value,
         png_compress_level=_PNG_COMPRESS_LEVEL.value,
+        hr_only=_LR.value == schema.LR_NONE,
     )
     return pipeline.JobConfig(
         hr_glob=_HR_GLOB.value,

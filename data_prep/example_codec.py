@@ -1,4 +1,4 @@
-"""tf.train.Example bytes without importing TensorFlow, built from schema.FEATURES.
+"""tf.train.Example bytes without importing TensorFlow, built from schema.feature_table.
 
 The Beam workers serialise records with this instead of `schema.to_example`, so a worker
 process starts in ~2 s (Beam) instead of ~5-10 s (Beam + TensorFlow). The bytes parse to the
@@ -39,10 +39,11 @@ def _feature(dtype, value):
 
 
 def serialize(record: schema.PairRecord) -> bytes:
-    """The serialised tf.train.Example of `record` (same content as schema.to_example)."""
+    """The serialised tf.train.Example of `record`, paired or HR-only (same content as
+    schema.to_example)."""
     values = record.feature_values()
     entries = b"".join(
         _field(1, _field(1, name.encode("utf-8")) + _field(2, _feature(dtype, values[name])))
-        for name, dtype in schema.FEATURES.items()
+        for name, dtype in schema.feature_table(record.paired).items()
     )
     return _field(1, entries)

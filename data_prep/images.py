@@ -10,7 +10,9 @@ Rules:
     composited) and 16-bit images are converted (16-bit values scaled, not clipped), not
     rejected. `decode_rgb` (bytes) and `load_rgb` (a file) are this rule for every stage.
   * HR sides are mod-cropped (bottom/right) to a multiple of the scale; a given LR must then be
-    exactly HR / scale; a missing LR is synthesised by an antialiased bicubic downscale (PIL).
+    exactly HR / scale; a missing LR is synthesised by an antialiased bicubic downscale (PIL),
+    or, HR-only (PairConfig.hr_only), not stored at all: the HR records are the same as a paired
+    job's, and the min-size rule applies to HR / scale, the LR the trainer synthesises.
   * Source bytes pass through unchanged when they already are an 8-bit RGB PNG of the final
     size, which saves a PNG encode per image.
 """
@@ -87,6 +89,8 @@ class PairConfig:
       hr_crop_stride: HR step between tiles (default: `hr_crop_size`, no overlap).
       png_compress_level: zlib level (0-9) for PNGs the job must encode; 1 is ~5x faster
         than PIL's default 6 for ~10% bigger files.
+      hr_only: store no LR (`srgan-prepare --lr=none`): records are HR only, every other rule
+        (mod-crop, min size of HR / scale, tiles, max pixels) as for synthesised LR.
     """
 
     scale: int
@@ -95,6 +99,7 @@ class PairConfig:
     hr_crop_size: int | None = None
     hr_crop_stride: int | None = None
     png_compress_level: int = 1
+    hr_only: bool = False
 
     def __post_init__(self):
         if self.scale not in schema.SCALES:
@@ -249,12 +254,14 @@ def tile_origins(length, crop, stride):
 
 
 def _record(key, scale, hr_pixels, hr_png, lr_pixels, lr_png):
+    """A PairRecord; lr_pixels None makes an HR-only one."""
+    paired = lr_pixels is not None
     return schema.PairRecord(
         key=key,
         scale=scale,
-        lr_png=lr_png,
-        lr_height=lr_pixels.shape[0],
-        lr_width=lr_pixels.shape[1],
+        lr_png=lr_png if paired else None,
+        lr_height=lr_pixels.shape[0] if paired else None,
+        lr_width=lr_pixels.shape[1] if paired else None,
         hr_png=hr_png,
         hr_height=hr_pixels.shape[0],
         hr_width=hr_pixels.shape[1],
@@ -273,17 +280,12 @@ def _tiles(key, hr, lr, config):
     for y in tile_origins(hr.shape[0], crop, stride):
         for x in tile_origins(hr.shape[1], crop, stride):
             hr_tile = hr[y : y + crop, x : x + crop]
-            lr_tile = lr[y // scale : (y + crop) // scale, x // scale : (x + crop) // scale]
-            records.append(
-                _record(
-                    tile_key(key, y, x),
-                    scale,
-                    hr_tile,
-                    encode_png(hr_tile, config.png_compress_level),
-                    lr_tile,
-                    encode_png(lr_tile, config.png_compress_level),
-                )
-            )
+            lr_tile = lr_png = None
+            if lr is not None:
+                lr_tile = lr[y // scale : (y + crop) // scale, x // scale : (x + crop) // scale]
+                lr_png = encode_png(lr_tile, config.png_compress_level)
+            hr_png = encode_png(hr_tile, config.png_compress_level)
+            records.append(_record(tile_key(key, y, x), scale, hr_tile, hr_png, lr_tile, lr_png))
     return records
 
 
@@ -293,7 +295,8 @@ def prepare_pair(key, hr: DecodedImage, lr: DecodedImage | None, config: PairCon
     Args:
       key: the pair key (tile keys get a `_yYYYYY_xXXXXX` suffix, HR pixel offsets).
       hr: the decoded HR image.
-      lr: the decoded LR image, or None to synthesise it from HR.
+      lr: the decoded LR image, or None to synthesise it from HR (or, with config.hr_only,
+        to store none: HR-only records).
       config: validation and tiling rules.
 
     Returns:
@@ -304,9 +307,14 @@ def prepare_pair(key, hr: DecodedImage, lr: DecodedImage | None, config: PairCon
       ImageTooSmallError: an LR side is below `config.min_lr_size`.
     """
     scale = config.scale
+    if config.hr_only and lr is not None:
+        raise ValueError("hr_only stores no LR: prepare_pair got an LR image")
     hr_pixels = mod_crop(hr.pixels, scale)
     hr_cropped = hr_pixels.shape != hr.pixels.shape
-    if lr is None:
+    if config.hr_only:
+        lr_pixels = None
+        lr_size = hr_pixels.shape[0] // scale, hr_pixels.shape[1] // scale
+    elif lr is None:
         lr_pixels = downscale(hr_pixels, scale)
     else:
         lr_pixels = lr.pixels
@@ -318,16 +326,20 @@ def prepare_pair(key, hr: DecodedImage, lr: DecodedImage | None, config: PairCon
                 f"{hr_pixels.shape[1]}x{hr_pixels.shape[0]}) / {scale} is "
                 f"{expected[1]}x{expected[0]}"
             )
-    if min(lr_pixels.shape[:2]) < config.min_lr_size:
+    if lr_pixels is not None:
+        lr_size = lr_pixels.shape[:2]
+    if min(lr_size) < config.min_lr_size:
         raise ImageTooSmallError(
-            f"LR would be {lr_pixels.shape[1]}x{lr_pixels.shape[0]} (WxH), smaller than "
+            f"LR would be {lr_size[1]}x{lr_size[0]} (WxH), smaller than "
             f"min_lr_size={config.min_lr_size}"
         )
     if config.hr_crop_size:
         return _tiles(key, hr_pixels, lr_pixels, config)
     level = config.png_compress_level
     hr_png = hr.rgb8_png if hr.rgb8_png and not hr_cropped else encode_png(hr_pixels, level)
-    lr_png = lr.rgb8_png if lr is not None and lr.rgb8_png else encode_png(lr_pixels, level)
+    lr_png = None
+    if lr_pixels is not None:
+        lr_png = lr.rgb8_png if lr is not None and lr.rgb8_png else encode_png(lr_pixels, level)
     return [_record(key, scale, hr_pixels, hr_png, lr_pixels, lr_png)]
 
 

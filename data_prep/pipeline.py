@@ -53,8 +53,8 @@ class JobConfig:
     Attributes:
       hr_glob: HR images (local path or any Beam FileSystems URL, e.g. gs://).
       output_dir: where shards, dead letters and manifest.json go.
-      pair: decoding / validation / tiling rules.
-      lr_glob: LR images; None synthesises LR from HR.
+      pair: decoding / validation / tiling rules; pair.hr_only writes HR-only records.
+      lr_glob: LR images; None synthesises LR from HR (or stores none with pair.hr_only).
       hr_key_regex / lr_key_regex: regex with a group `key` for other file layouts.
       val_fraction: share of distinct HR images (by a hash of their pixels) in validation.
       num_shards: shards per split; None derives it from `shard_size_mb`.
@@ -74,6 +74,20 @@ class JobConfig:
     shard_size_mb: float = 128.0
     compressed: bool = False
     overwrite: bool = False
+
+    def __post_init__(self):
+        if self.pair.hr_only and self.lr_glob:
+            raise ValueError(
+                "--lr=none writes HR-only shards, but --lr_glob gives LR files to pair with "
+                "them: drop one of the two."
+            )
+
+    @property
+    def lr_kind(self):
+        """The manifest's lr_kind (schema.LR_KINDS)."""
+        if self.lr_glob:
+            return schema.LR_FILES
+        return schema.LR_NONE if self.pair.hr_only else schema.LR_BICUBIC
 
     def splits(self):
         return schema.SPLITS if self.val_fraction > 0 else (schema.TRAIN,)
@@ -152,10 +166,11 @@ class _SplitStatsFn(beam.CombineFn):
     def add_input(self, acc, element):
         key, record = element
         first = record.key == key or record.key == images.tile_key(key, 0, 0)
+        lr_height, lr_width = record.lr_size()  # HR-only: HR / scale
         return (
             acc[0] + 1,
-            min(acc[1], record.lr_height),
-            min(acc[2], record.lr_width),
+            min(acc[1], lr_height),
+            min(acc[2], lr_width),
             acc[3] + int(first),
         )
 
@@ -314,6 +329,7 @@ def run(config: JobConfig, options, args=None) -> JobResult:
         rejected_files=(f"{schema.REJECTED_PREFIX}-00000-of-00001.jsonl",),
         num_duplicates=stats[_DUPLICATES]["num_duplicates"],
         args=args or {},
+        lr_kind=config.lr_kind,
     )
     _write_atomically(schema.manifest_path(config.output_dir), manifest.to_json())
     pairs = sum(stats[split]["num_source_pairs"] for split in config.splits())
@@ -337,9 +353,10 @@ def summary_line(result: JobResult, output_dir):
     """One line saying where every input went."""
     m = result.manifest
     splits = " + ".join(f"{info.num_examples} {name}" for name, info in m.splits.items())
+    kind, sources = ("", "pairs") if m.paired else ("HR-only ", "images")
     return (
-        f"data_prep: {m.num_inputs} inputs -> {splits} examples "
-        f"(from {result.num_source_pairs} source pairs), {m.num_rejected} rejected "
+        f"data_prep: {m.num_inputs} inputs -> {splits} {kind}examples "
+        f"(from {result.num_source_pairs} source {sources}), {m.num_rejected} rejected "
         f"({m.num_duplicates} exact duplicates; see {m.rejected_files[0]}); "
         f"manifest: {schema.manifest_path(output_dir)}"
     )

@@ -1,6 +1,7 @@
 """TF Serving's gRPC PredictionService/Predict and ModelService/GetModelStatus (official protos)."""
 
 import logging
+import time
 
 import grpc
 import tensorflow as tf
@@ -11,7 +12,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import contract, model_manager
+from serving import contract, metrics, model_manager
 from serving.model_manager import RequestError
 
 
@@ -30,27 +31,42 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     Input TensorProtos are converted by model_manager.array_from_proto, not tf.make_ndarray:
     checked against the signature and the server's limits before they are materialised, and
     refused (INVALID_ARGUMENT) where TF Serving would convert a dtype or repeat a value to fill a
-    shape. The computation stops when the client cancels or its deadline passes.
+    shape. The computation stops when the client cancels or its deadline passes. With
+    `serving_metrics` (metrics.ServingMetrics) every Predict is counted with its status.
     """
 
-    def __init__(self, manager):
+    def __init__(self, manager, serving_metrics=None):
         self._manager = manager
+        self._metrics = serving_metrics
 
     def Predict(self, request, context):  # noqa: N802 (the proto's method name)
+        start = time.monotonic()
         spec = request.model_spec
         signature = spec.signature_name or contract.BYTES_SIGNATURE
+        status = contract.OK
         try:
-            servable = self._manager.resolve(spec.name, _requested_version(spec))
-            outputs = servable.predict(
-                signature,
-                _inputs(request, servable.input_specs(signature), servable.limits, signature),
-                is_cancelled=lambda: not context.is_active(),
-            )
+            return self._predict(request, context, signature)
         except RequestError as e:
+            status = e.code
             _abort(context, e)
         except Exception as e:  # INTERNAL with the reason, rather than gRPC's bare UNKNOWN
+            status = contract.INTERNAL
             logging.exception("Predict failed")
             _abort(context, RequestError(contract.INTERNAL, f"Internal error: {e}"))
+        finally:
+            if self._metrics is not None:
+                self._metrics.record_predict(
+                    metrics.GRPC, spec.name, signature, status, time.monotonic() - start
+                )
+
+    def _predict(self, request, context, signature):
+        spec = request.model_spec
+        servable = self._manager.resolve(spec.name, _requested_version(spec))
+        outputs = servable.predict(
+            signature,
+            _inputs(request, servable.input_specs(signature), servable.limits, signature),
+            is_cancelled=lambda: not context.is_active(),
+        )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = servable.version
@@ -89,8 +105,8 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def add_services(server, manager):
+def add_services(server, manager, serving_metrics=None):
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager), server
+        PredictionServicer(manager, serving_metrics), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(manager), server)

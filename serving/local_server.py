@@ -6,6 +6,7 @@ r"""A small stand-in for tensorflow_model_server (REST + gRPC, same API) for dev
 Serves the newest version under --model_base_path and picks up newer ones. Port 0 binds a free
 port; the bound addresses are printed, and written to --port_file as JSON
 {"rest": "HOST:PORT", "grpc": "HOST:PORT"} once both listen (serving.server_process reads it).
+The REST port also answers Prometheus scrapes at --monitoring_path (serving.metrics).
 """
 
 import srgan_cli
@@ -20,7 +21,7 @@ import threading  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from serving import contract, server_lib  # noqa: E402
+from serving import contract, metrics, server_lib  # noqa: E402
 
 _MODEL_BASE_PATH = flags.DEFINE_string(
     "model_base_path", None, "EXPORT_BASE/NAME, holding integer version folders."
@@ -33,6 +34,11 @@ _REST_PORT = flags.DEFINE_integer("rest_port", 8501, "REST port (0: any free por
 _GRPC_PORT = flags.DEFINE_integer("grpc_port", 8500, "gRPC port (0: any free port).")
 _POLL_SECONDS = flags.DEFINE_float(
     "file_system_poll_wait_seconds", 1.0, "How often to look for a newer version."
+)
+_MONITORING_PATH = flags.DEFINE_string(
+    "monitoring_path",
+    metrics.DEFAULT_PATH,
+    "REST path of the Prometheus metrics (TF Serving's monitoring.config path); empty: none.",
 )
 _PORT_FILE = flags.DEFINE_string(
     "port_file", None, "Write the bound addresses here as JSON once both servers listen."
@@ -48,10 +54,9 @@ def _write_port_file(path, server):
     os.replace(temp, path)  # atomic: a reader sees the whole file or none
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = server_lib.ServerConfig(
+def _config():
+    """The ServerConfig the flags ask for (ValueError: a flag value it refuses)."""
+    return server_lib.ServerConfig(
         model_base_path=_MODEL_BASE_PATH.value,
         model_name=_MODEL_NAME.value,
         host=_HOST.value,
@@ -59,7 +64,17 @@ def main(argv):
         grpc_port=_GRPC_PORT.value,
         poll_seconds=_POLL_SECONDS.value,
         limits=server_lib.limits_from_flags(),
+        monitoring_path=_MONITORING_PATH.value,
     )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = _config()
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     try:
         server = server_lib.start(config)
     except OSError as e:

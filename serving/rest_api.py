@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from serving import contract
+from serving import contract, metrics
 from serving.limits import ServerLimits
 from serving.model_manager import RequestError, input_specs
 
@@ -381,8 +381,12 @@ def _content_length(values):
     return int(values[0])
 
 
-def make_handler(manager, limits=None):
-    """An http.server handler class bound to a model_manager.ModelManager and ServerLimits."""
+def make_handler(manager, limits=None, serving_metrics=None, monitoring_path=None):
+    """An http.server handler class bound to a model_manager.ModelManager and ServerLimits.
+
+    With `serving_metrics` (metrics.ServingMetrics), every model status and predict request is
+    counted in it, and `GET monitoring_path` answers its Prometheus text (not itself counted).
+    """
     limits = limits or manager.limits
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -494,30 +498,84 @@ def make_handler(manager, limits=None):
                 return False
             return super().handle_expect_100()
 
-        def _handle(self, action):
+        def _handle(self, action, predict):
             """Answers with action()'s payload, or the error status of what it raised. Errors
-            while the answer is written (the client left) only end the connection."""
+            while the answer is written (the client left) only end the connection.
+
+            The request is counted in serving_metrics with the status it was answered with,
+            also when the client left before reading it (CANCELLED) or was too slow
+            (DEADLINE_EXCEEDED).
+            """
+            start = time.monotonic()
+            self._signature = ""  # _predict sets the request's own once it has read it
+            status = contract.INTERNAL
             try:
                 payload = action()
             except HttpError as e:
+                status = metrics.HTTP_STATUS_NAME.get(e.status, contract.INVALID_ARGUMENT)
                 self._unread_body = True  # what follows the headers was not read
                 self._reply_quietly(e.status, e.message)
             except RequestError as e:
+                status = e.code
                 self._reply(http_status(e), {"error": e.message})
-            except (TimeoutError, ConnectionError):
-                raise  # the client is gone or too slow: handle_one_request deals with it
+            except TimeoutError:
+                status = contract.DEADLINE_EXCEEDED
+                raise  # the client is too slow: handle_one_request deals with it
+            except ConnectionError:
+                status = contract.CANCELLED
+                raise  # the client is gone
             except MemoryError:
+                status = contract.RESOURCE_EXHAUSTED
                 self._reply_quietly(503, "Out of memory for this request; try a smaller one.")
             except Exception as e:  # A server bug: the server must keep serving regardless.
                 self._reply_quietly(500, f"Internal error: {type(e).__name__}: {e}")
             else:
+                status = contract.OK
                 self._reply(200, payload)
+            finally:
+                self._record(predict, status, time.monotonic() - start)
+
+        def _record(self, predict, status, seconds):
+            if serving_metrics is None:
+                return
+            match = _PATH.match(self.path)
+            model_name = match["name"] if match else ""
+            if predict:
+                serving_metrics.record_predict(
+                    metrics.REST, model_name, self._signature, status, seconds
+                )
+            else:
+                serving_metrics.record_request(model_name, status)
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
-            self._handle(self._status)
+            if monitoring_path and self.path.split("?", 1)[0] == monitoring_path:
+                self._serve_metrics()
+            else:
+                self._handle(self._status, predict=False)
 
         def do_POST(self):  # noqa: N802
-            self._handle(self._predict)
+            self._handle(self._predict, predict=True)
+
+        def _serve_metrics(self):
+            """The Prometheus scrape: text, not JSON, and not itself a counted request."""
+            try:
+                if self._body_length():
+                    self._unread_body = True
+                    self.close_connection = True
+            except HttpError as e:
+                self._unread_body = True
+                self._reply_quietly(e.status, e.message)
+                return
+            body = serving_metrics.exposition()
+            self._replied = True
+            self.connection.settimeout(limits.read_timeout_seconds)
+            self.send_response(200)
+            self.send_header("Content-Type", metrics.CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
 
         def _status(self):
             if self._body_length():
@@ -536,6 +594,7 @@ def make_handler(manager, limits=None):
             request = parse_json(self._read_body())
             name, version = self._route(want_predict=True)
             signature = signature_name(request)
+            self._signature = signature
             servable = manager.resolve(name, version)
             inputs, request_format = parse_predict_request(
                 request,

@@ -10,14 +10,18 @@ import threading
 import grpc
 from absl import flags
 
-from serving import contract, grpc_api, rest_api
+from serving import contract, grpc_api, metrics, rest_api
 from serving.limits import ServerLimits
 from serving.model_manager import ModelManager
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    """Where and what to serve. Port 0 binds a free port (see LocalServer.rest_port/grpc_port)."""
+    """Where and what to serve. Port 0 binds a free port (see LocalServer.rest_port/grpc_port).
+
+    `monitoring_path`: where the REST port answers Prometheus scrapes (TF Serving's path by
+    default); "" serves no metrics and counts nothing.
+    """
 
     model_base_path: str
     model_name: str
@@ -26,6 +30,15 @@ class ServerConfig:
     grpc_port: int = 8500
     poll_seconds: float = 1.0
     limits: ServerLimits = ServerLimits()
+    monitoring_path: str = metrics.DEFAULT_PATH
+
+    def __post_init__(self):
+        path = self.monitoring_path
+        if path and (not path.startswith("/") or path.startswith("/v1/") or "?" in path):
+            raise ValueError(
+                f"monitoring_path must be empty or an absolute URL path outside /v1/ without a "
+                f"query, got {path!r}."
+            )
 
 
 _LIMIT_HELP = {
@@ -67,8 +80,11 @@ def limits_from_flags(flag_values=flags.FLAGS):
 class LocalServer:
     """A running server; use as a context manager or call stop()."""
 
-    def __init__(self, manager, rest_server, grpc_server, rest_port, grpc_port, host):
+    def __init__(
+        self, manager, rest_server, grpc_server, rest_port, grpc_port, host, serving_metrics=None
+    ):
         self.manager = manager
+        self.metrics = serving_metrics  # metrics.ServingMetrics, or None when disabled
         self._rest_server = rest_server
         self._grpc_server = grpc_server
         self.rest_port = rest_port
@@ -185,16 +201,17 @@ def start(config: ServerConfig):
     )
     manager.try_load_newest()
     manager.start_polling()
+    serving_metrics = metrics.ServingMetrics(config.model_name) if config.monitoring_path else None
     grpc_server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.limits.max_threads),
         options=_grpc_options(config.limits),
     )
-    grpc_api.add_services(grpc_server, manager)
+    grpc_api.add_services(grpc_server, manager, serving_metrics)
     try:
         grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
         rest_server = _PooledRestServer(
             (config.host, config.rest_port),
-            rest_api.make_handler(manager, config.limits),
+            rest_api.make_handler(manager, config.limits, serving_metrics, config.monitoring_path),
             config.limits.max_threads,
         )
     except (OSError, RuntimeError) as e:
@@ -206,5 +223,11 @@ def start(config: ServerConfig):
     grpc_server.start()
     threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
     return LocalServer(
-        manager, rest_server, grpc_server, rest_server.server_address[1], grpc_port, config.host
+        manager,
+        rest_server,
+        grpc_server,
+        rest_server.server_address[1],
+        grpc_port,
+        config.host,
+        serving_metrics,
     )

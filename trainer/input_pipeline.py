@@ -1,16 +1,28 @@
-"""tf.data input pipeline: the TFRecord shards of data_prep.build_tfrecords -> (LR, HR) batches.
+"""tf.data input pipeline: the TFRecord shards of data_prep.build_tfrecords -> (LR, HR) batches,
+or HR patches alone for training on LR synthesised on the fly.
 
 A process reads a dataset directory's manifest once (open_dataset) and hands the DataSource to
 every stream it builds: training, each validation pass, image grids, evaluation.
 
 Value ranges follow trainer.value_range: the training stream yields LR float32 in [0, 1] and HR
-float32 in [-1, 1]; the validation stream yields the decoded uint8 pixels (its consumers convert).
+float32 in [-1, 1]; the HR-patch stream yields HR float32 in [0, 1] (the degradation model's
+range); the validation stream yields the decoded uint8 pixels (its consumers convert).
 
-Training stream (infinite), per input pipeline (one per host under tf.distribute):
+Paired and HR-only datasets (the manifest's lr_kind, data_prep/schema.py):
+  make_train_dataset     LR/HR pairs: paired datasets only; an HR-only one is refused with the
+                         flag that reads it.
+  make_hr_train_dataset  HR patches: HR-only and paired datasets (the stored LR is not even
+                         decoded); the caller synthesises the LR (trainer.degradations).
+  make_validation_dataset  LR/HR pairs from both: for HR-only data the LR is synthesised by
+                         data_prep.images.downscale, the antialiased bicubic the Beam job stores
+                         with --lr=bicubic, so validation PSNR means the same on both kinds.
+
+Training streams (infinite), per input pipeline (one per host under tf.distribute):
   shard files (this pipeline's share) -> shuffled every epoch -> parallel interleaved reads ->
   parse + PNG decode (a record that fails is an error naming its shard, or skipped and counted)
   -> crops_per_image aligned random crops per decoded image + random flips / 90-degree rotations
   -> shuffle -> batch(per-replica batch, drop_remainder) -> uint8 to float ranges -> prefetch.
+  The HR-patch stream is the same with HR crops alone: same sharding, seeds and determinism.
 
 Decoding the PNGs costs far more than cropping them (about 20 CPU ms for a 1024x768 x4 pair, 8-11
 for a 480-px tile, against ~2 for 16 crops with their flips), so each decode serves
@@ -32,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from data_prep import images as image_rules
 from data_prep import schema
 from trainer import config as config_lib
 from trainer import pair_records, patches, value_range
@@ -62,6 +75,11 @@ class DataSource:
     @property
     def scale(self):
         return self.manifest.scale
+
+    @property
+    def paired(self):
+        """False for HR-only data (srgan-prepare --lr=none): no stored LR."""
+        return self.manifest.paired
 
     def files(self, split):
         """(absolute shard paths, their byte sizes) of one split."""
@@ -119,6 +137,22 @@ def check_split(source: DataSource, split, hr_patch_size=None):
         )
 
 
+def check_paired(source: DataSource):
+    """Refuses HR-only data where stored LR/HR pairs are needed (make_train_dataset).
+
+    Raises:
+      ValueError: the dataset is HR-only; the message names the ways to train on it.
+    """
+    if source.paired:
+        return
+    raise ValueError(
+        f"{source.data_dir} holds HR-only shards (manifest lr_kind {schema.LR_NONE!r}, written "
+        "by srgan-prepare --lr=none): they store no LR to train pairs on. Train on it with "
+        "--degradation=realesrgan (HR patches, LR synthesised while training), or rewrite it "
+        "with srgan-prepare --lr=bicubic (or --lr_glob) for training on stored pairs."
+    )
+
+
 def _file_list(files, sizes):
     return tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
 
@@ -157,8 +191,9 @@ def _shard_records(files, sizes, compression, context, deterministic, seed=None,
     )
 
 
-def _decoded_images(source, config, context, deterministic, seed, corrupt_counter):
-    """Infinite stream of this pipeline's decoded (key, lr, hr) uint8 images."""
+def _decoded_images(source, config, context, deterministic, seed, corrupt_counter, with_lr=True):
+    """Infinite stream of this pipeline's decoded (key, lr, hr) uint8 images ((key, hr) without
+    with_lr)."""
     files, sizes = source.files(config.split)
     compression = schema.compression_type(source.manifest.compressed)
     records = _shard_records(
@@ -170,9 +205,8 @@ def _decoded_images(source, config, context, deterministic, seed, corrupt_counte
         seed,
         forever=not config.cache_decoded_images,
     )
-    images = pair_records.decoded_pairs(
-        records, source.scale, deterministic, config.skip_corrupt, corrupt_counter
-    )
+    decode = pair_records.decoded_pairs if with_lr else pair_records.decoded_hr
+    images = decode(records, source.scale, deterministic, config.skip_corrupt, corrupt_counter)
     if not config.cache_decoded_images:
         return images
     # Decoded once into memory; each epoch then reshuffles whole images (not just files).
@@ -205,6 +239,34 @@ def _options(deterministic):
     return options
 
 
+def _patch_stream(source, config, seed, input_context, corrupt_counter, with_lr, crop, convert):
+    """The training streams' shared body: decoded images -> `crop` (image, [2] seed) -> patches
+    -> shuffle -> per-replica batches -> `convert` -> prefetch.
+
+    crop takes the decoded image tuple ((key, lr, hr) or (key, hr)) and a stateless seed and
+    returns crops_per_image patches (a tuple of tensors or one tensor); convert maps a batch.
+    """
+    check_split(source, config.split, config.hr_patch_size)
+    context = input_context or tf.distribute.InputContext()
+    batch_size = context.get_per_replica_batch_size(config.global_batch_size)
+    deterministic = seed is not None
+    file_seed, crop_seed, patch_seed = _op_seeds(seed, context.input_pipeline_id)
+    images = _decoded_images(
+        source, config, context, deterministic, file_seed, corrupt_counter, with_lr
+    )
+    seeds = tf.data.Dataset.random(seed=crop_seed).batch(2)
+    patches_ = (
+        tf.data.Dataset.zip((images, seeds))
+        .map(crop, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        .unbatch()
+    )
+    batches = patches_.shuffle(config.shuffle_buffer, seed=patch_seed).batch(
+        batch_size, drop_remainder=True
+    )
+    batches = batches.map(convert, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return batches.prefetch(AUTOTUNE).with_options(_options(deterministic))
+
+
 def make_train_dataset(
     source: DataSource,
     config: config_lib.InputConfig,
@@ -215,7 +277,7 @@ def make_train_dataset(
     """The infinite training stream of (lr, hr) batches for one input pipeline.
 
     Args:
-      source: the dataset (open_dataset).
+      source: the dataset (open_dataset); a paired one (HR-only data: make_hr_train_dataset).
       config: the InputConfig.
       seed: None for a non-deterministic (fastest) stream; an int makes it reproducible.
       input_context: tf.distribute.InputContext, or None for a single pipeline and replica.
@@ -224,15 +286,12 @@ def make_train_dataset(
     Returns:
       tf.data.Dataset of (lr float32 [b, p, p, 3] in [0, 1], hr float32 [b, p*s, p*s, 3] in
       [-1, 1]), b the per-replica batch size, p = hr_patch_size // scale, s the scale.
+
+    Raises:
+      ValueError: an HR-only dataset (check_paired), or a split or patch size it cannot serve.
     """
-    check_split(source, config.split, config.hr_patch_size)
-    context = input_context or tf.distribute.InputContext()
-    batch_size = context.get_per_replica_batch_size(config.global_batch_size)
+    check_paired(source)
     scale, lr_patch = source.scale, config.hr_patch_size // source.scale
-    deterministic = seed is not None
-    file_seed, crop_seed, pair_seed = _op_seeds(seed, context.input_pipeline_id)
-    images = _decoded_images(source, config, context, deterministic, file_seed, corrupt_counter)
-    seeds = tf.data.Dataset.random(seed=crop_seed).batch(2)
 
     def crops(image, crop_seed):
         _, lr, hr = image
@@ -240,20 +299,54 @@ def make_train_dataset(
             lr, hr, scale, lr_patch, config.crops_per_image, crop_seed
         )
 
-    pairs = (
-        tf.data.Dataset.zip((images, seeds))
-        .map(crops, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        .unbatch()
+    def convert(lr, hr):
+        return value_range.lr_from_uint8(lr), value_range.hr_from_uint8(hr)
+
+    return _patch_stream(source, config, seed, input_context, corrupt_counter, True, crops, convert)
+
+
+def make_hr_train_dataset(
+    source: DataSource,
+    config: config_lib.InputConfig,
+    seed=None,
+    input_context=None,
+    corrupt_counter=None,
+):
+    """The infinite training stream of HR patch batches, for LR synthesised on the fly.
+
+    Reads HR-only datasets (srgan-prepare --lr=none) and paired ones alike: a paired record's
+    LR is neither parsed nor decoded. Patches are cut anywhere in the image (no LR grid to stay
+    on), with the same random flips / 90-degree rotations, sharding, seeds and determinism as
+    make_train_dataset. check_split holds both streams to the same sizes: hr_patch_size a
+    multiple of the scale (the synthesised LR patch is hr_patch_size // scale) and at most the
+    split's smallest HR side.
+
+    Args: as make_train_dataset.
+
+    Returns:
+      tf.data.Dataset of hr float32 [b, P, P, 3] in [0, 1] (the degradation model's range:
+      value_range.hr_from_unit turns them into HR targets), b the per-replica batch size,
+      P = hr_patch_size.
+
+    Raises:
+      ValueError: a split or patch size the dataset cannot serve.
+    """
+    size = config.hr_patch_size
+
+    def crops(image, crop_seed):
+        _, hr = image
+        return patches.random_crops(hr, size, config.crops_per_image, crop_seed)
+
+    return _patch_stream(
+        source,
+        config,
+        seed,
+        input_context,
+        corrupt_counter,
+        False,
+        crops,
+        value_range.unit_from_uint8,
     )
-    batches = pairs.shuffle(config.shuffle_buffer, seed=pair_seed).batch(
-        batch_size, drop_remainder=True
-    )
-    batches = batches.map(
-        lambda lr, hr: (value_range.lr_from_uint8(lr), value_range.hr_from_uint8(hr)),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic,
-    )
-    return batches.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 
 def train_dataset_fn(source: DataSource, config: config_lib.InputConfig, seed=None):
@@ -261,10 +354,31 @@ def train_dataset_fn(source: DataSource, config: config_lib.InputConfig, seed=No
     return lambda input_context: make_train_dataset(source, config, seed, input_context)
 
 
+def hr_train_dataset_fn(source: DataSource, config: config_lib.InputConfig, seed=None):
+    """fn(input_context) -> make_hr_train_dataset, for distribute_datasets_from_function."""
+    return lambda input_context: make_hr_train_dataset(source, config, seed, input_context)
+
+
+def bicubic_lr(hr, scale):
+    """uint8 HR [H, W, 3] (sides multiples of scale) -> uint8 LR [H/scale, W/scale, 3]: the Beam
+    job's own LR synthesis (data_prep.images.downscale, PIL's antialiased bicubic), so an HR-only
+    dataset validates on exactly the pairs --lr=bicubic would have stored. A host op (PIL)."""
+    lr = tf.numpy_function(
+        lambda pixels: image_rules.downscale(pixels, scale), [hr], tf.uint8, stateful=False
+    )
+    return tf.ensure_shape(lr, [None, None, schema.CHANNELS])
+
+
 def make_validation_dataset(
     source: DataSource, split=schema.VALIDATION, hr_crop_size=None, batch_size=1
 ):
     """Every example of `split` exactly once, in shard-file and record order, as decoded.
+
+    HR-only data (srgan-prepare --lr=none) gets its LR here from data_prep.images.downscale,
+    the antialiased bicubic (PIL) the Beam job stores with --lr=bicubic: for whole images the
+    pairs are pixel for pixel those of a --lr=bicubic dataset, so validation PSNR means the same
+    on both kinds. (For tiled data, --hr_crop_size, each tile is downscaled on its own: LR pixels
+    within about 2 of a tile's edge differ slightly from a tile cut from the downscaled image.)
 
     Args:
       source: the dataset (open_dataset).
@@ -291,7 +405,14 @@ def make_validation_dataset(
     records = _file_list(*source.files(split)).flat_map(
         lambda shard, shard_bytes: pair_records.read_shard(shard, shard_bytes, compression)
     )
-    pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
+    if source.paired:
+        pairs = pair_records.decoded_pairs(records, scale, deterministic=True)
+    else:
+        pairs = pair_records.decoded_hr(records, scale, deterministic=True).map(
+            lambda key, hr: (key, bicubic_lr(hr, scale), hr),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
 
     def to_example(key, lr, hr):
         if hr_crop_size is not None:

@@ -1,8 +1,10 @@
 """Aligned LR/HR patch sampling and augmentation: pure tensor functions for the input pipeline.
 
 An LR patch at (y, x) of side p pairs with the HR patch at (y * scale, x * scale) of side
-p * scale; every function here keeps that correspondence. Randomness is stateless (an explicit
-[2] seed tensor per call), so a seeded pipeline is reproducible however tf.data schedules it.
+p * scale; every function here keeps that correspondence. random_crops cuts HR patches alone
+(the LR is synthesised from them later) by the same rule for positions and symmetries.
+Randomness is stateless (an explicit [2] seed tensor per call), so a seeded pipeline is
+reproducible however tf.data schedules it.
 """
 
 import numpy as np
@@ -39,6 +41,41 @@ def _gather_patches(image, tops, lefts, size, symmetries):
     return tf.gather(tf.reshape(image, [-1, channels]), index)
 
 
+def _random_corners(image, patch_size, count, seed, augment):
+    """(tops, lefts, symmetries), each int32 [count]: uniform crop corners of `patch_size` in
+    `image` and one of the 8 square symmetries each (0, the identity, without augment)."""
+    shape = tf.shape(image)
+    y_seed, x_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    tops = tf.random.stateless_uniform(
+        [count], y_seed, minval=0, maxval=shape[0] - patch_size + 1, dtype=tf.int32
+    )
+    lefts = tf.random.stateless_uniform(
+        [count], x_seed, minval=0, maxval=shape[1] - patch_size + 1, dtype=tf.int32
+    )
+    symmetries = tf.random.stateless_uniform(
+        [count], flip_seed, minval=0, maxval=8 if augment else 1, dtype=tf.int32
+    )
+    return tops, lefts, symmetries
+
+
+def random_crops(image, patch_size, count, seed, augment=True):
+    """`count` crops of one image at independent random positions, each randomly flipped or
+    rotated (one of the 8 symmetries of a square): the HR-only stream's patches.
+
+    Args:
+      image: [h, w, C] image (h, w >= patch_size).
+      patch_size: patch side (Python int).
+      count: crops to take (Python int).
+      seed: int [2] stateless seed.
+      augment: apply the random symmetries (False: plain crops).
+
+    Returns:
+      [count, patch_size, patch_size, C] patches.
+    """
+    tops, lefts, symmetries = _random_corners(image, patch_size, count, seed, augment)
+    return _gather_patches(image, tops, lefts, patch_size, symmetries)
+
+
 def random_aligned_crops(lr, hr, scale, lr_patch_size, count, seed, augment=True):
     """`count` aligned crops from one pair at independent random positions, randomly flipped.
 
@@ -58,17 +95,7 @@ def random_aligned_crops(lr, hr, scale, lr_patch_size, count, seed, augment=True
     Returns:
       (lr_patches [count, p, p, C], hr_patches [count, p*scale, p*scale, C]).
     """
-    shape = tf.shape(lr)
-    y_seed, x_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    tops = tf.random.stateless_uniform(
-        [count], y_seed, minval=0, maxval=shape[0] - lr_patch_size + 1, dtype=tf.int32
-    )
-    lefts = tf.random.stateless_uniform(
-        [count], x_seed, minval=0, maxval=shape[1] - lr_patch_size + 1, dtype=tf.int32
-    )
-    symmetries = tf.random.stateless_uniform(
-        [count], flip_seed, minval=0, maxval=8 if augment else 1, dtype=tf.int32
-    )
+    tops, lefts, symmetries = _random_corners(lr, lr_patch_size, count, seed, augment)
     lr_patches = _gather_patches(lr, tops, lefts, lr_patch_size, symmetries)
     hr_patches = _gather_patches(hr, tops * scale, lefts * scale, lr_patch_size * scale, symmetries)
     return lr_patches, hr_patches

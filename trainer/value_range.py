@@ -3,6 +3,9 @@
   LR images enter the generator in [0, 1].
   HR images, generator outputs and discriminator inputs are in [-1, 1].
   Files, PNGs and serving tensors are uint8 in [0, 255].
+  The degradation model works in [0, 1] on HR and LR alike: the HR-only stream
+  (input_pipeline.make_hr_train_dataset) yields HR patches in [0, 1]; after the LR is
+  synthesised from them, hr_from_unit turns them into HR targets.
 
 The input pipeline, the trainer, the evaluator and the serving export all convert through
 these functions, so the convention cannot drift between training and inference.
@@ -11,9 +14,20 @@ these functions, so the convention cannot drift between training and inference.
 import tensorflow as tf
 
 
+def unit_from_uint8(images):
+    """uint8 [0, 255] -> float32 [0, 1] (the LR range and the degradation model's range)."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def lr_from_uint8(images):
     """uint8 [0, 255] -> float32 LR range [0, 1]."""
-    return tf.cast(images, tf.float32) / 255.0
+    return unit_from_uint8(images)
+
+
+def hr_from_unit(images):
+    """[0, 1] (any float dtype) -> float32 HR range [-1, 1], not clipped (a sharpened target may
+    overshoot, as a stored HR converted by hr_from_uint8 never does)."""
+    return tf.cast(images, tf.float32) * 2.0 - 1.0
 
 
 def hr_from_uint8(images):

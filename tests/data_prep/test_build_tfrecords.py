@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -215,6 +216,56 @@ def test_hr_only_tiles_split_by_source_and_overwrite(tmp_path):
         assert set(_read_split(out, rerun.manifest, split)) == sources[split]
 
 
+def test_hr_only_job_writes_no_lr_and_keeps_every_rule(tmp_path):
+    """--lr=none: HR-only tiles + manifest (schema 2, lr_kind none); duplicates, too-small and
+    unreadable photos are dead letters as in the paired job; the paired reader refuses it."""
+    folder = tmp_path / "in" / "hr"
+    _hr_only_inputs(folder, count=3)  # 64x96 each: 2x3 tiles of 32
+    _save(folder / "copy.png", (folder / "photo1.png").read_bytes())
+    _save(folder / "small.png", fixtures.png_bytes(fixtures.make_image(28, 96, 5)))  # LR 7 < 8
+    _save(folder / "text.png", b"not an image")
+    out = tmp_path / "out"
+    pair = images.PairConfig(scale=4, min_lr_size=8, hr_crop_size=32, hr_only=True)
+    config = pipeline.JobConfig(
+        hr_glob=str(folder / "*"), output_dir=str(out), pair=pair, val_fraction=0.5
+    )
+    result = pipeline.run(config, PipelineOptions(_IN_PROCESS))
+    manifest = schema.read_manifest(str(out))
+    assert manifest == result.manifest
+    assert manifest.schema_version == 2 and manifest.lr_kind == "none" and not manifest.paired
+    assert manifest.num_rejected == 3 and manifest.num_duplicates == 1
+    assert manifest.num_inputs == 3 * 6 + 3 and result.num_source_pairs == 3
+    reasons = sorted(line["reason"].split(":")[0] for line in _rejected(out, manifest))
+    small = "LR would be 24x7 (WxH), smaller than min_lr_size=8"
+    assert reasons == [small, "duplicate_of", "not a readable image"]
+    tiles = 0
+    for split, info in manifest.splits.items():
+        files = schema.split_files(str(out), manifest, split)
+        for serialized in tf.data.TFRecordDataset(files):
+            example = tf.train.Example.FromString(serialized.numpy())
+            names = set(example.features.feature)
+            assert names == set(schema.feature_table(paired=False))  # no lr/* features
+            key = example.features.feature["key"].bytes_list.value[0].decode()
+            source, y, x = re.fullmatch(r"(.+)_y(\d{5})_x(\d{5})", key).groups()
+            y, x = int(y), int(x)
+            hr = tf.io.decode_png(example.features.feature["hr/encoded"].bytes_list.value[0])
+            np.testing.assert_array_equal(
+                hr, _rgb(folder / f"{source}.png")[y : y + 32, x : x + 32]
+            )
+            tiles += 1
+        assert info.num_examples == len(list(tf.data.TFRecordDataset(files)))
+        assert info.min_lr_height in (0, 8)  # HR 32 / scale: the LR the trainer synthesises
+    assert tiles == 3 * 6
+    from trainer import config as config_lib  # the reader side, on this job's own output
+    from trainer import input_pipeline
+
+    source = input_pipeline.open_dataset(str(out))
+    with pytest.raises(ValueError, match="HR-only shards"):
+        input_pipeline.make_train_dataset(source, config_lib.InputConfig(hr_patch_size=32))
+    with pytest.raises(ValueError, match="--lr=none writes HR-only shards, but --lr_glob"):
+        pipeline.JobConfig(hr_glob="x", output_dir="y", pair=pair, lr_glob="z")
+
+
 def _copies_inputs(folder, photos=9):
     """Each photo under 5 names: PNG, two PNG copies, a BMP (same pixels), a symlink; plus a
     distinct photo named with a backslash, a dangling and a looping symlink.
@@ -327,10 +378,11 @@ def test_cli_user_errors_are_one_line(tmp_path):
         ("--direct_num_workrs=2", "unknown flags: --direct_num_workrs=2 ("),  # a mistyped Beam flag
         ("photos", "positional arguments are not accepted: photos"),
         ("--scale=5", "scale must be one of (2, 3, 4, 8), got 5"),
+        ("--lr=none --lr_glob=lr/*", "--lr=none synthesises or drops the LR, but --lr_glob"),
     ],
 )
 def test_cli_refuses_bad_arguments_before_anything_runs(tmp_path, arg, words):
-    code, err = _main(tmp_path, arg)
+    code, err = _main(tmp_path, *arg.split())
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
     assert not (tmp_path / "out").exists()

@@ -23,3 +23,21 @@ def test_large_and_negative_ints_round_trip():
         serialized = example_codec._field(3, example_codec._field(1, example_codec._varint(value)))
         feature = tf.train.Feature.FromString(serialized)
         assert list(feature.int64_list.value) == [value]
+
+
+def test_hr_only_record_has_no_lr_features():
+    hr = fixtures.make_image(24, 40, seed=4)
+    record = schema.PairRecord("k", 4, None, None, None, fixtures.png_bytes(hr), 24, 40)
+    ours = example_codec.serialize(record)
+    assert tf.train.Example.FromString(ours) == schema.to_example(record)
+    assert set(tf.train.Example.FromString(ours).features.feature) == {
+        "key",
+        "scale",
+        "hr/encoded",
+        "hr/height",
+        "hr/width",
+        "hr/channels",
+    }
+    parsed = schema.parse_example(tf.constant(ours), paired=False)
+    np.testing.assert_array_equal(tf.io.decode_png(parsed["hr/encoded"]).numpy(), hr)
+    assert record.lr_size() == (6, 10)
