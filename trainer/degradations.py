@@ -28,6 +28,8 @@ import math
 
 import tensorflow as tf
 
+from trainer import jpeg
+
 KERNEL_SIZE = 21  # Real-ESRGAN pads every blur and sinc kernel to 21x21 (realesrgan_dataset.py)
 KERNEL_SIZES = tuple(range(7, 22, 2))  # `kernel_range = [2 * v + 1 for v in range(3, 11)]`
 KERNEL_TYPES = (
@@ -367,7 +369,7 @@ def filter2d(images, kernels):
     kernel_spectrum = tf.signal.rfft2d(flipped, fft_length=fft_size)[:, None]
     full = tf.signal.irfft2d(spectrum * kernel_spectrum, fft_length=fft_size)
     valid = full[:, :, k - 1 : k - 1 + height, k - 1 : k - 1 + width]
-    return tf.transpose(valid, [0, 2, 3, 1])
+    return tf.ensure_shape(tf.transpose(valid, [0, 2, 3, 1]), images.shape)
 
 
 def filter2d_direct(images, kernels):
@@ -382,7 +384,7 @@ def filter2d_direct(images, kernels):
     out = tf.nn.depthwise_conv2d(folded, filters, [1, 1, 1, 1], "VALID")
     out_shape = tf.shape(out)
     out = tf.reshape(out, [out_shape[1], out_shape[2], batch, channels])
-    return tf.transpose(out, [2, 0, 1, 3])
+    return tf.ensure_shape(tf.transpose(out, [2, 0, 1, 3]), images.shape)
 
 
 def _gaussian_1d(size, sigma):
@@ -422,7 +424,12 @@ def _resize(images, size, method_index):
     branches = [
         lambda m=m: tf.image.resize(images, size, method=m, antialias=False) for m in RESIZE_METHODS
     ]
-    return tf.switch_case(method_index, branches)
+    return _keep_rank(tf.switch_case(method_index, branches), images)
+
+
+def _keep_rank(out, like):
+    """out with like's batch and channel sizes restored (tf.cond / switch_case drop them)."""
+    return tf.ensure_shape(out, [like.shape[0], None, None, like.shape[-1]])
 
 
 def _resize_factor(seed, probs, value_range):
@@ -477,9 +484,14 @@ def _poisson_residual(images, seed):
 def poisson_noise(images, seed, scale, gray):
     """images + scale * Poisson residual per sample (grey: one residual of the luma on all
     channels); clipped. scale: [B]; gray: [B] bool."""
-    color = _poisson_residual(images, _sub(seed, 0))
-    luma = tf.image.rgb_to_grayscale(images)
-    mono = _poisson_residual(luma, _sub(seed, 1))
+    # Each residual is only drawn when some sample uses it: Poisson sampling is the costliest op.
+    zeros = lambda: tf.zeros_like(images)  # noqa: E731
+    color = tf.cond(tf.reduce_all(gray), zeros, lambda: _poisson_residual(images, _sub(seed, 0)))
+    mono = tf.cond(
+        tf.reduce_any(gray),
+        lambda: _poisson_residual(tf.image.rgb_to_grayscale(images), _sub(seed, 1)),
+        lambda: zeros()[..., :1],
+    )
     noise = tf.where(gray[:, None, None, None], mono, color) * scale[:, None, None, None]
     return tf.clip_by_value(images + noise, 0.0, 1.0)
 
@@ -495,30 +507,22 @@ def _random_noise(images, seed, config, second):
     )
     sigma = _uniform(_sub(seed, 2), [batch], *getattr(config, "noise_range" + suffix))
     scale = _uniform(_sub(seed, 3), [batch], *getattr(config, "poisson_scale_range" + suffix))
-    return tf.cond(
+    noisy = tf.cond(
         use_gaussian,
         lambda: gaussian_noise(images, _sub(seed, 4), sigma, gray),
         lambda: poisson_noise(images, _sub(seed, 5), scale, gray),
     )
+    return _keep_rank(noisy, images)
 
 
 # ----------------------------------------------------------------------------- JPEG
 
 
 def _jpeg(images, quality):
-    """JPEG round trip per sample at float quality [B] (clamped to [0, 1] first, as feed_data)."""
+    """JPEG round trip per sample at quality [B] (clamped to [0, 1] first, as feed_data), by the
+    pure-TF codec of trainer/jpeg.py, so it runs on any device and inside one graph."""
     images = tf.clip_by_value(images, 0.0, 1.0)
-    return _jpeg_compress(images, quality)
-
-
-def _jpeg_compress(images, quality):
-    # Stand-in until trainer/jpeg.py (pure TF, float quality) lands: the CPU-only JPEG codec
-    # per image at the rounded quality.
-    def one(args):
-        image, q = args
-        return tf.image.adjust_jpeg_quality(image, tf.cast(tf.round(q), tf.int32))
-
-    return tf.map_fn(one, (images, quality), fn_output_signature=tf.float32)
+    return jpeg.compress(images, quality)
 
 
 def _random_jpeg(images, seed, value_range):
@@ -571,7 +575,7 @@ def degrade(hr, seed, config):
     # Second degradation: blur (second_blur_prob, per batch), resize relative to LR, noise.
     kernels2 = random_kernels(_sub(seed, _S_KERNEL2), batch, config, second=True)
     do_blur = _uniform(_sub(seed, _S_BLUR2), [], 0.0, 1.0) < config.second_blur_prob
-    out = tf.cond(do_blur, lambda: filter2d(out, kernels2), lambda: tf.identity(out))
+    out = _keep_rank(tf.cond(do_blur, lambda: filter2d(out, kernels2), lambda: out), out)
     factor = _resize_factor(_sub(seed, _S_RESIZE2), config.resize_prob2, config.resize_range2)
     size = tf.stack(
         [_sized(height // scale, factor), _sized(width // scale, factor)]
