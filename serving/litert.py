@@ -24,11 +24,13 @@ a quarter of the file, no calibration data).
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 
 import keras
@@ -66,6 +68,9 @@ def check_precision(precision):
         )
 
 
+_DYNAMIC_BICUBIC = models.bicubic_upscale
+
+
 def _bicubic_as_matmul(images, scale):
     """models.bicubic_upscale for a static size, as two matrix products (LiteRT builtins only).
 
@@ -74,8 +79,8 @@ def _bicubic_as_matmul(images, scale):
     the Flex delegate, which phone runtimes do not ship).
     """
     _, height, width, _ = images.shape
-    if height is None or width is None:
-        raise ValueError("The LiteRT export needs a static tile size.")
+    if height is None or width is None:  # a trace the converter does not use
+        return _DYNAMIC_BICUBIC(images, scale)
 
     def matrix(n):
         with tf.init_scope():  # computed once, eagerly, and stored as a constant
@@ -92,12 +97,11 @@ def _bicubic_as_matmul(images, scale):
 @contextlib.contextmanager
 def _static_bicubic():
     """Traces BicubicUpsample (generators with bicubic_skip) through _bicubic_as_matmul."""
-    original = models.bicubic_upscale
     models.bicubic_upscale = _bicubic_as_matmul
     try:
         yield
     finally:
-        models.bicubic_upscale = original
+        models.bicubic_upscale = _DYNAMIC_BICUBIC
 
 
 def window_size(tile_size, overlap):
@@ -115,9 +119,11 @@ class _ToUint8(keras.layers.Layer):
 def convert(generator, window, precision=FLOAT32):
     """The LiteRT flatbuffer of `generator` for one [1, window, window, 3] float32 input.
 
-    Converted from a fixed-shape Keras model around the generator: TF 2.21's converter, given
-    a tf.function (from_concrete_functions or from_saved_model) over the Keras 3 generator,
-    keeps its weights as LiteRT resource variables that are never initialised (NaN outputs).
+    Converted from a Keras ExportArchive (inference mode) of a fixed-shape model around the
+    generator, as from_keras_model does for Keras 3 but with its errors shown: given a plain
+    tf.function over the generator (from_concrete_functions, or a tf.Module's SavedModel), TF
+    2.21's converter keeps the weights as LiteRT resource variables that are never initialised
+    (NaN outputs).
 
     Returns:
       bytes of model.tflite: float32 LR [0, 1] in, uint8 HR [0, 255] out.
@@ -125,14 +131,23 @@ def convert(generator, window, precision=FLOAT32):
     check_precision(precision)
     lr = keras.Input(shape=(window, window, 3), batch_size=1, name=INPUT_NAME)
     model = keras.Model(lr, _ToUint8(name=OUTPUT_NAME)(generator(lr, training=False)))
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision in (FLOAT16, DYNAMIC_INT8):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if precision == FLOAT16:
-        converter.target_spec.supported_types = [tf.float16]
-    # The converter traces the model here; Keras prints the temporary SavedModel's signature.
-    with _static_bicubic(), contextlib.redirect_stdout(io.StringIO()):
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        # Keras prints the temporary SavedModel's signature; the tracing uses the static bicubic.
+        with _static_bicubic(), contextlib.redirect_stdout(io.StringIO()):
+            archive.add_endpoint(
+                "serve",
+                functools.partial(model.__call__, training=False),
+                [tf.TensorSpec([1, window, window, 3], tf.float32, name=INPUT_NAME)],
+            )
+            archive.write_out(saved_model_dir)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, ["serve"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if precision in (FLOAT16, DYNAMIC_INT8):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == FLOAT16:
+            converter.target_spec.supported_types = [tf.float16]
         return converter.convert()
 
 

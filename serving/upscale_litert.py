@@ -15,9 +15,11 @@ model's input is fixed at tile_size + 2 * overlap, so each core's window is move
 image border rather than clipped: the window's edge that lies on the image border is then the
 network's own zero padding, as in the SavedModel, and its other edges are at least `overlap`
 pixels from the core. With overlap >= the receptive-field radius both equal the untiled output.
-Only an image smaller than the window along an axis is padded (with zeros, the padding the first
-convolution sees anyway); pixels within the receptive radius of that far border may then differ
-slightly from the SavedModel's.
+An image smaller than the window along an axis runs at its own size along it (the interpreter's
+input resized; convolutions run at any size), again exactly the SavedModel's border treatment. A
+model that cannot be resized (bicubic_skip: a fixed-size bicubic matrix; rrdb: fixed resizes) gets
+zero-padded windows instead, and pixels within the receptive radius of that far border may then
+differ from the SavedModel's. A phone app that wants one fixed shape pads likewise.
 """
 
 import srgan_cli
@@ -123,6 +125,7 @@ class LiteRTUpscaler:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._check_tensors()
+        self._input_hw = (self.window, self.window)
 
     def _check_tensors(self):
         """The model's tensors are what litert.json says (a stale or foreign json fails here)."""
@@ -140,10 +143,39 @@ class LiteRTUpscaler:
                 f"(expected {expected})."
             )
 
+    def _resize_input(self, height, width):
+        """Sets the interpreter's input to [1, height, width, 3]; False if the model refuses.
+
+        Convolutions run at any size, so an axis shorter than the window runs unpadded (the
+        SavedModel's border treatment, exactly). A model with sizes baked in (the static bicubic
+        of a bicubic_skip generator, rrdb's nearest-neighbour resizes) refuses or answers at
+        the wrong size, and is then given zero-padded windows.
+        """
+        if (height, width) == self._input_hw:
+            return True
+        try:
+            self._interpreter.resize_tensor_input(
+                self._input["index"], [1, height, width, 3], strict=False
+            )
+            self._interpreter.allocate_tensors()
+            shape = list(self._interpreter.get_output_details()[0]["shape"])
+            if shape != [1, height * self.scale, width * self.scale, 3]:
+                raise ValueError(f"resized output {shape}")  # a size baked into an op
+        except (RuntimeError, ValueError):
+            full = self.window
+            self._interpreter.resize_tensor_input(
+                self._input["index"], [1, full, full, 3], strict=False
+            )
+            self._interpreter.allocate_tensors()
+            self._input_hw = (full, full)
+            return False
+        self._input_hw = (height, width)
+        return True
+
     def _run(self, window):
-        """float32 [h, w, 3] LR (h, w <= window) -> uint8 [window*s, window*s, 3]."""
+        """float32 [h, w, 3] LR (h, w <= window) -> uint8 [>= h*s, >= w*s, 3], top left aligned."""
         height, width = window.shape[:2]
-        if (height, width) != (self.window, self.window):
+        if not self._resize_input(height, width):
             window = np.pad(window, ((0, self.window - height), (0, self.window - width), (0, 0)))
         self._interpreter.set_tensor(self._input["index"], window[np.newaxis])
         self._interpreter.invoke()
