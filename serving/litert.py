@@ -251,6 +251,8 @@ def export_litert(
     if int(tile_size) < 1:
         raise ValueError(f"tile_size must be a positive number of LR pixels, got {tile_size}.")
     model_base_path = posixpath.join(export_base, litert_model_name(model_name))
+    if version is not None and tf.io.gfile.exists(versions.version_dir(model_base_path, version)):
+        write_version(model_base_path, version, b"", {})  # its FileExistsError, before converting
     generator, config, source = export_lib.load_export_generator(
         model_dir, weights, interpolate_checkpoint, alpha
     )
