@@ -88,8 +88,16 @@ class NearestUpsample(layers.Layer):
         self.scale = scale
 
     def call(self, inputs):
-        size = tf.shape(inputs)[1:3] * self.scale
-        upscaled = tf.image.resize(tf.cast(inputs, tf.float32), size, method="nearest")
+        # Each pixel repeated scale x scale times (what resize "nearest" gives at an integer
+        # factor) by a broadcast and a reshape: no resize op, so a LiteRT model converted for
+        # one input size still runs at another after the interpreter resizes its input.
+        x = tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        s = self.scale
+        tiled = tf.broadcast_to(
+            x[:, :, None, :, None, :], [shape[0], shape[1], s, shape[2], s, shape[3]]
+        )
+        upscaled = tf.reshape(tiled, [shape[0], shape[1] * s, shape[2] * s, shape[3]])
         return tf.cast(upscaled * 2.0 - 1.0, self.compute_dtype)
 
     def get_config(self):
