@@ -43,6 +43,7 @@ CONSOLE_SCRIPTS = [
     "srgan-export=serving.export:run",
     "srgan-serve=serving.local_server:run",
     "srgan-upscale=serving.upscale:run",
+    "srgan-upscale-litert=serving.upscale_litert:run",
     "srgan-client=serving.client:run",
 ]
 
@@ -68,6 +69,9 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "train": TRAIN_REQUIRES,
+        # The LiteRT interpreter without TensorFlow: `srgan-upscale-litert` on an edge box
+        # (numpy + pillow + this; without it the upscaler uses TensorFlow's tf.lite).
+        "litert": ["ai-edge-litert>=2.3.0"],
         # The built-in sample photos ship inside scikit-image's wheel (skimage.data).
         "demo": ["scikit-image>=0.24"],
         "test": [
