@@ -124,7 +124,7 @@ def _foldable_batch_norms(model):
     for i, layer in enumerate(model.layers):
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
             continue
-        conv = layer.input._keras_history[0]
+        conv = layer.input._keras_history[0]  # the layer that made BN's input (Keras 3)
         if (
             isinstance(conv, keras.layers.Conv2D)
             and conv.use_bias
@@ -254,8 +254,8 @@ def export_generator(
     """Exports a Keras generator ([0,1] LR -> [-1,1] HR) as EXPORT_BASE/NAME/<version>.
 
     The version records its scale, generator configuration, tiling and precision in
-    contract.METADATA_FILE
-    (serving.versions.read_metadata), so evaluation and serving never ask for them again.
+    contract.METADATA_FILE (serving.versions.read_metadata), so evaluation and serving never ask
+    for them again.
 
     Args:
       generator: the Keras generator.
