@@ -4,6 +4,7 @@ r"""Serving benchmark: latency and images/s in-process vs REST vs gRPC; the tile
   python -m benchmarks.serving --num_blocks=2 --channels=16 --requests=8   # quick
   python -m benchmarks.serving --parts=load --load_seconds=60 --load_clients=8   # sustained load
   python -m benchmarks.serving --parts=generators --rounds=5   # the generators side by side
+  python -m benchmarks.serving --parts=precision --rounds=3    # float32 / bfloat16 / float16
 
 Random weights (speed does not depend on them). Part 1: a 128x128 PNG through serving_default
 (-> 512x512 PNG), 1 and 8 concurrent clients, in-process SavedModel call vs the local server
@@ -16,10 +17,13 @@ the server's RSS before/after (and its peak, VmHWM) are reported. Part 4 (genera
 called in process through serving_default, together with its bare Keras network (float in, float
 out, no PNG, uint8 or tiling), all in alternation; p50 latency and the achieved GFLOP/s of the
 convolutions (multiply-adds counted from the layers, benchmarks.common.conv_macs_per_lr_pixel,
-x2) are reported.
+x2) are reported. Part 5 (precision): each of --generators at its reference size, exported at
+each of --precisions (serving.export_lib.with_precision), through serving_default and as the cast
+network alone, all in alternation; p50 latency, the speed-up over the first precision and GFLOP/s.
 """
 
 import concurrent.futures
+import functools
 import json
 import os
 import statistics
@@ -49,8 +53,14 @@ _UNTILED_MAX = flags.DEFINE_integer(
 _PARTS = flags.DEFINE_multi_enum(
     "parts",
     ["latency", "memory", "load"],
-    ["latency", "memory", "load", "generators"],
-    "What to run (generators: the architectures side by side, only when asked).",
+    ["latency", "memory", "load", "generators", "precision"],
+    "What to run (generators: the architectures side by side; precision: each architecture's "
+    "export at each --precisions side by side; both only when asked).",
+)
+_PRECISIONS = flags.DEFINE_list(
+    "precisions",
+    list(export_lib.PRECISIONS),
+    "--parts=precision: the export precisions compared (the first is the baseline).",
 )
 _GENERATORS = flags.DEFINE_list(
     "generators",
@@ -322,6 +332,70 @@ def generators_table(architectures, side, rounds, work_dir):
     return rows
 
 
+def _serve_png(signature, batch):
+    return signature(image_bytes=batch)[contract.BYTES_OUTPUT].numpy()
+
+
+def _precision_paths(architecture, precisions, work_dir, lr_uint8, png):
+    """(config, conv multiply-adds per image, {(precision, path): call}) of one reference-size
+    generator exported at each precision: served, and its cast network alone."""
+    import tensorflow as tf
+
+    config = trainer_config.GeneratorConfig(scale=4, architecture=architecture)
+    generator = generator_store.build_generator(config)
+    macs = sum(common.conv_macs_per_lr_pixel(generator).values()) * lr_uint8.shape[1] ** 2
+    tiling = export_lib.tiling_for(config)
+    batch = tf.constant([png])
+    lr_float = tf.cast(lr_uint8, tf.float32) / 255.0
+    paths = {}
+    for precision in precisions:
+        export_dir = export_lib.export_generator(
+            generator,
+            config,
+            work_dir,
+            f"{architecture}_{precision}",
+            tiling_config=tiling,
+            precision=precision,
+        )
+        signature = tf.saved_model.load(export_dir).signatures[contract.BYTES_SIGNATURE]
+        model = export_lib.with_precision(generator, config, precision)
+        network = tf.function(lambda lr, model=model: model(lr, training=False))
+        paths[(precision, "serving_default")] = functools.partial(_serve_png, signature, batch)
+        paths[(precision, "network only")] = lambda network=network: network(lr_float).numpy()
+    return config, macs, paths
+
+
+def precision_table(architectures, precisions, side, rounds, work_dir):
+    """p50 latency and conv GFLOP/s of every (architecture, precision, path), in alternation."""
+    import tensorflow as tf
+
+    png = random_png(side)
+    lr_uint8 = tf.io.decode_png(png, channels=3)[tf.newaxis]
+    calls, info = {}, {}
+    for architecture in architectures:
+        config, macs, paths = _precision_paths(architecture, precisions, work_dir, lr_uint8, png)
+        info[architecture] = (config, macs)
+        for (precision, path), call in paths.items():
+            calls[(architecture, precision, path)] = (call, 1)
+    print(f"{len(calls)} paths exported; {rounds} rounds in alternation", flush=True)
+    rates = common.interleaved_steps_per_second(calls, rounds)
+    rows = [
+        f"| generator | precision | path | GMAC / image | p50 ms | vs {precisions[0]} | GFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (architecture, precision, path), rate in rates.items():
+        config, macs = info[architecture]
+        seconds = 1.0 / rate
+        baseline = 1.0 / rates[(architecture, precisions[0], path)]
+        rows.append(
+            f"| {architecture} {config.num_blocks} x {config.channels} | {precision} | {path} "
+            f"| {macs / 1e9:.1f} | {seconds * 1000:.0f} | {baseline / seconds:.2f}x "
+            f"| {2 * macs / seconds / 1e9:.1f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv):
     del argv
     config = generator_store.GeneratorConfig(
@@ -334,7 +408,11 @@ def main(argv):
         export_dir = export(generator, config, work_dir, _NAME, tiling)
         png = random_png(_SIZE.value)
         parts = set(_PARTS.value)
-        latency = memory = load = compared = None
+        latency = memory = load = compared = precision = None
+        if "precision" in parts:
+            precision = precision_table(
+                _GENERATORS.value, _PRECISIONS.value, _SIZE.value, _ROUNDS.value, work_dir
+            )
         if "generators" in parts:
             compared = generators_table(_GENERATORS.value, _SIZE.value, _ROUNDS.value, work_dir)
         if "latency" in parts:
@@ -371,6 +449,12 @@ def main(argv):
             "in process:"
         )
         print("\n".join(compared))
+    if precision:
+        print(
+            f"\n{size}x{size} -> {out}x{out}, reference-size generators (random weights) per "
+            "export precision, in process (network only: the cast Keras model, no PNG, no tiling):"
+        )
+        print("\n".join(precision))
     if load:
         print(f"\nSustained load, {size}x{size} -> {out}x{out} PNG, one server process:")
         print("\n".join(load))

@@ -13,6 +13,11 @@ A run trained with --ema_decay exports its generator's moving average unless
   srgan-export --model_dir=runs/esrgan --interpolate_checkpoint=runs/esrgan --alpha=0.8 ...
 
 exports 0.8 * (newest gan checkpoint) + 0.2 * (newest pretrain checkpoint).
+
+--precision=bfloat16 (or float16) exports a graph whose generator computes in that dtype, its
+weights cast once at export; the signatures still take and return bytes / uint8.
+--format=litert writes a LiteRT (TFLite) model of the generator instead (serving.litert), in
+float32, float16 or dynamic-range int8 (--precision=dynamic_int8).
 """
 
 import srgan_cli
@@ -26,6 +31,15 @@ from absl import app, flags, logging  # noqa: E402
 
 from serving import contract, export_lib, versions  # noqa: E402
 from serving.serving_module import TilingConfig  # noqa: E402
+
+SAVEDMODEL, LITERT = "savedmodel", "litert"
+# The precisions each --format can write (serving.litert's converter options for litert).
+PRECISIONS = {
+    SAVEDMODEL: export_lib.PRECISIONS,
+    LITERT: (export_lib.FLOAT32, export_lib.FLOAT16, "dynamic_int8"),
+}
+# SavedModel-only flags: the LiteRT model takes one fixed tile and does not check input sizes.
+_SAVEDMODEL_ONLY_FLAGS = ("tile_overlap", "max_input_pixels")
 
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir",
@@ -67,6 +81,23 @@ _INTERPOLATE_CHECKPOINT = flags.DEFINE_string(
 _ALPHA = flags.DEFINE_float(
     "alpha", None, "With --interpolate_checkpoint: the GAN model's weight in [0, 1] (ESRGAN: 0.8)."
 )
+_FORMAT = flags.DEFINE_enum(
+    "format",
+    SAVEDMODEL,
+    [SAVEDMODEL, LITERT],
+    "savedmodel: the TF Serving SavedModel; litert: a LiteRT (TFLite) model of the generator "
+    "for a fixed input tile (--tile_size), for phones.",
+)
+_PRECISION = flags.DEFINE_enum(
+    "precision",
+    export_lib.FLOAT32,
+    sorted(set(PRECISIONS[SAVEDMODEL] + PRECISIONS[LITERT])),
+    "What the generator computes in. savedmodel: "
+    + ", ".join(PRECISIONS[SAVEDMODEL])
+    + " (bfloat16: faster on CPUs with AVX512_BF16 / AMX); litert: "
+    + ", ".join(PRECISIONS[LITERT])
+    + " (dynamic_int8: int8 weights, float activations).",
+)
 _MAX_INPUT_PIXELS = flags.DEFINE_integer(
     "max_input_pixels",
     TilingConfig.max_input_pixels,
@@ -74,11 +105,51 @@ _MAX_INPUT_PIXELS = flags.DEFINE_integer(
 )
 
 
+def check_format_flags(export_format, precision, present_flags=()):
+    """Raises app.UsageError for a --precision (or flag) the --format cannot write."""
+    if precision not in PRECISIONS[export_format]:
+        raise app.UsageError(
+            f"--format={export_format} does not take --precision={precision}; it writes "
+            + ", ".join(PRECISIONS[export_format])
+            + "."
+        )
+    if export_format == LITERT:
+        for name in _SAVEDMODEL_ONLY_FLAGS:
+            if name in present_flags:
+                raise app.UsageError(f"--{name} applies to --format={SAVEDMODEL} only.")
+
+
+def export_litert():
+    """--format=litert: the generator as a LiteRT model (serving.litert, imported only here)."""
+    from serving import litert  # noqa: PLC0415 (another format's module, only when asked)
+
+    return litert.export_litert(
+        _MODEL_DIR.value,
+        _EXPORT_BASE.value,
+        _MODEL_NAME.value,
+        _VERSION.value,
+        precision=_PRECISION.value,
+        tile_size=_TILE_SIZE.value,
+        weights=_EXPORT_WEIGHTS.value,
+        interpolate_checkpoint=_INTERPOLATE_CHECKPOINT.value,
+        alpha=_ALPHA.value,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    present = [name for name in _SAVEDMODEL_ONLY_FLAGS if flags.FLAGS[name].present]
+    check_format_flags(_FORMAT.value, _PRECISION.value, present)
     if not srgan_cli.verbose():
         logging.set_verbosity(logging.WARNING)  # the saver's INFO lines (fingerprint, sharding)
+    if _FORMAT.value == LITERT:
+        try:
+            written = export_litert()
+        except (FileNotFoundError, FileExistsError, ValueError) as e:
+            sys.exit(f"export failed: {e}")
+        print(f"Exported a {_PRECISION.value} LiteRT model to {written}")
+        return
     try:
         tiling = None
         if _TILE_OVERLAP.value is not None:
@@ -98,11 +169,12 @@ def main(argv):
             alpha=_ALPHA.value,
             tile_size=_TILE_SIZE.value,
             max_input_pixels=_MAX_INPUT_PIXELS.value,
+            precision=_PRECISION.value,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         sys.exit(f"export failed: {e}")
-    scale = versions.read_metadata(export_dir)["scale"]
-    print(f"Exported {prefix} (x{scale}) to {export_dir}")
+    metadata = versions.read_metadata(export_dir)
+    print(f"Exported {prefix} (x{metadata['scale']}, {metadata['precision']}) to {export_dir}")
 
 
 def run():

@@ -16,6 +16,7 @@ import os
 import posixpath
 import uuid
 
+import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
@@ -27,6 +28,9 @@ from trainer import config as trainer_config
 from trainer import generator_store
 
 WARMUP_IMAGE_SIDES = (16, 48)
+# What the serving graph's generator computes in; its input and output stay uint8 / encoded bytes.
+FLOAT32, BFLOAT16, FLOAT16 = "float32", "bfloat16", "float16"
+PRECISIONS = (FLOAT32, BFLOAT16, FLOAT16)
 # Deep generators get tile context up to this many LR pixels by default (see default_overlap).
 MAX_DEFAULT_OVERLAP = 32
 
@@ -104,6 +108,95 @@ def load_export_generator(model_dir, weights=None, interpolate_checkpoint=None, 
     )
 
 
+class FoldedBatchNorm(keras.layers.Layer):
+    """Where a BatchNormalization stood whose inference transform is folded into its conv."""
+
+    def call(self, inputs, training=None, mask=None):
+        del training, mask
+        return inputs
+
+
+def _foldable_batch_norms(model):
+    """Indices (in model.layers) of the BatchNormalizations that fold into the conv before them:
+    channels-last, fed by a biased Conv2D whose output nothing else reads."""
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    folds = {}
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
+            continue
+        conv = layer.input._keras_history[0]  # the layer that made BN's input (Keras 3)
+        if (
+            isinstance(conv, keras.layers.Conv2D)
+            and conv.use_bias
+            and len(conv._outbound_nodes) == 1
+        ):
+            folds[i] = index[id(conv)]
+    return folds
+
+
+def _fold(conv, batch_norm):
+    """[kernel, bias] of conv followed by batch_norm in inference mode, in float64."""
+    kernel, bias = (w.astype(np.float64) for w in conv.get_weights())
+    mean = batch_norm.moving_mean.numpy().astype(np.float64)
+    variance = batch_norm.moving_variance.numpy().astype(np.float64)
+    gamma = batch_norm.gamma.numpy().astype(np.float64) if batch_norm.scale else 1.0
+    beta = batch_norm.beta.numpy().astype(np.float64) if batch_norm.center else 0.0
+    factor = gamma / np.sqrt(variance + batch_norm.epsilon)
+    return [kernel * factor, (bias - mean) * factor + beta]
+
+
+def _build_under_policy(config, policy):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return generator_store.build_generator(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def with_precision(generator, config, precision):
+    """A copy of `generator` that computes in `precision`, its weights cast once, here.
+
+    float32 returns `generator` itself (the export as it always was). bfloat16 / float16 build
+    the architecture again under that Keras dtype policy (variables and compute in the low
+    precision: mixed_bfloat16 casts every weight on every call and measured slower), with each
+    inference-mode BatchNormalization folded into the conv before it (the fold is computed in
+    float64, so BN's scale does not magnify the rounding of a low-precision kernel, and its
+    casts and arithmetic leave the graph). The builders pin the layers that must stay float32:
+    the last conv (its output is rounded to uint8: bfloat16's 8-bit significand would put up to
+    a quarter of a grey level of error on it), the bicubic / nearest skip and the final add;
+    compact's depth_to_space after that conv too.
+
+    Raises:
+      ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision == FLOAT32:
+        return generator
+    low = _build_under_policy(config, precision)
+    kinds = [type(layer) for layer in generator.layers]
+    if kinds != [type(layer) for layer in low.layers]:
+        raise ValueError(f"{generator.name} is not the model {config} builds; cannot recast it.")
+    folds = _foldable_batch_norms(generator)
+    folded_names = {low.layers[i].name for i in folds}
+
+    def clone_layer(layer):
+        if layer.name in folded_names:
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(low, clone_function=clone_layer)
+    convs = {conv: generator.layers[bn] for bn, conv in folds.items()}
+    for i, (source, target) in enumerate(zip(generator.layers, copy.layers, strict=True)):
+        if i in folds:
+            continue
+        weights = _fold(source, convs[i]) if i in convs else source.get_weights()
+        # float32 in: the variables' assign rounds to their dtype (round to nearest even).
+        target.set_weights([np.asarray(w, np.float32) for w in weights])
+    return copy
+
+
 def _warmup_png(side):
     rng = np.random.default_rng(side)
     buffer = io.BytesIO()
@@ -156,11 +249,13 @@ def export_generator(
     version=None,
     tiling_config=None,
     checkpoint=None,
+    precision=FLOAT32,
 ):
     """Exports a Keras generator ([0,1] LR -> [-1,1] HR) as EXPORT_BASE/NAME/<version>.
 
-    The version records its scale, generator configuration and tiling in contract.METADATA_FILE
-    (serving.versions.read_metadata), so evaluation and serving never ask for them again.
+    The version records its scale, generator configuration, tiling and precision in
+    contract.METADATA_FILE (serving.versions.read_metadata), so evaluation and serving never ask
+    for them again.
 
     Args:
       generator: the Keras generator.
@@ -170,14 +265,17 @@ def export_generator(
       version: integer version; None picks the next one after the newest present.
       tiling_config: serving_module.TilingConfig (None: the defaults).
       checkpoint: the checkpoint prefix the weights came from, recorded in the metadata.
+      precision: one of PRECISIONS, what the generator computes in (with_precision).
 
     Returns:
       The final export directory.
 
     Raises:
       FileExistsError: the version already exists.
-      ValueError: a model name that is not a single path component, or a bad version.
+      ValueError: a model name that is not a single path component, a bad version or precision.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     if not model_name or model_name in (".", "..") or "/" in model_name or "\\" in model_name:
         raise ValueError(f"model name must be a single folder name, got {model_name!r}.")
     tiling_config = tiling_config or TilingConfig()
@@ -193,9 +291,13 @@ def export_generator(
             f"{versions.next_version(model_base_path)}."
         )
     temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
-    module = SuperResolutionModule(generator, generator_config.scale, tiling_config)
+    served = with_precision(generator, generator_config, precision)
+    module = SuperResolutionModule(served, generator_config.scale, tiling_config)
     metadata = versions.make_metadata(
-        dataclasses.asdict(generator_config), dataclasses.asdict(tiling_config), checkpoint
+        dataclasses.asdict(generator_config),
+        dataclasses.asdict(tiling_config),
+        checkpoint,
+        precision,
     )
     try:
         save_module(module, temp_dir, model_name)
@@ -219,6 +321,7 @@ def export_from_model_dir(
     alpha=None,
     tile_size=None,
     max_input_pixels=None,
+    precision=FLOAT32,
 ):
     """Loads the newest generator of a trainer model_dir (or a checkpoint prefix) and exports it.
 
@@ -228,6 +331,7 @@ def export_from_model_dir(
         None, max_input_pixels), i.e. default_overlap for the generator.
       weights, interpolate_checkpoint, alpha: see load_export_generator.
       tile_size, max_input_pixels: without tiling_config (None: TilingConfig's defaults).
+      precision: what the served generator computes in (PRECISIONS; see with_precision).
 
     Returns:
       (export directory, what was exported: checkpoint prefix(es) and weights)
@@ -238,6 +342,13 @@ def export_from_model_dir(
     if tiling_config is None:
         tiling_config = tiling_for(config, tile_size, None, max_input_pixels)
     export_dir = export_generator(
-        generator, config, export_base, model_name, version, tiling_config, checkpoint=source
+        generator,
+        config,
+        export_base,
+        model_name,
+        version,
+        tiling_config,
+        checkpoint=source,
+        precision=precision,
     )
     return export_dir, source

@@ -8,6 +8,10 @@ and both reject an input over `max_input_pixels` with an InvalidArgument error t
 serving_default reads each image's header in the graph (serving.image_header) before decoding:
 other formats, truncated headers and animated WebP are refused, and a GIF's first frame only is
 decoded (an animation's other frames are dropped, as most SR tools do).
+
+The generator may compute in bfloat16 or float16 (serving.export_lib.with_precision: a copy with
+its weights cast once at export); the uint8 input is scaled to [0, 1] in float32 and the output is
+rounded to uint8 in float32 (trainer.value_range), so the signatures do not change with it.
 """
 
 import dataclasses

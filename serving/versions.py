@@ -15,6 +15,9 @@ import tensorflow as tf
 from serving import contract
 
 METADATA_FORMAT_VERSION = 1
+# What an export's graph computes in (serving.export_lib.PRECISIONS); exports written before the
+# key existed are float32.
+DEFAULT_PRECISION = "float32"
 
 
 def list_versions(model_base_path):
@@ -34,13 +37,14 @@ def version_dir(model_base_path, version):
     return posixpath.join(model_base_path, str(int(version)))
 
 
-def make_metadata(generator_config, tiling, checkpoint=None):
+def make_metadata(generator_config, tiling, checkpoint=None, precision=DEFAULT_PRECISION):
     """The metadata of an export.
 
     Args:
       generator_config: the trainer's GeneratorConfig (a dataclass with `scale`) as a dict.
       tiling: {"tile_size", "overlap", "max_input_pixels"} of the serving graph.
       checkpoint: the exported checkpoint prefix, if any.
+      precision: the dtype the generator computes in ("float32", "bfloat16", "float16").
     """
     return {
         "format_version": METADATA_FORMAT_VERSION,
@@ -48,6 +52,7 @@ def make_metadata(generator_config, tiling, checkpoint=None):
         "generator": dict(generator_config),
         "tiling": dict(tiling),
         "checkpoint": checkpoint,
+        "precision": precision,
     }
 
 
@@ -61,7 +66,9 @@ def write_metadata(export_dir, metadata):
 
 
 def read_metadata(export_dir):
-    """The metadata dict an export recorded (scale, generator, tiling, checkpoint).
+    """The metadata dict an export recorded (scale, generator, tiling, checkpoint, precision).
+
+    An export older than the precision key reads as DEFAULT_PRECISION (it was float32).
 
     Raises:
       FileNotFoundError: not an export of this project (or one older than the metadata file).
@@ -77,4 +84,5 @@ def read_metadata(export_dir):
         metadata = json.load(f)
     if metadata.get("format_version") != METADATA_FORMAT_VERSION or "scale" not in metadata:
         raise ValueError(f"{path}: unsupported export metadata {metadata!r}.")
+    metadata.setdefault("precision", DEFAULT_PRECISION)
     return metadata
