@@ -25,11 +25,12 @@ import srgan_cli
 srgan_cli.quiet_console()  # before TensorFlow is imported
 srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
+import posixpath  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from serving import contract, export_lib, versions  # noqa: E402
+from serving import contract, export_lib, tf_serving_config, versions  # noqa: E402
 from serving.serving_module import TilingConfig  # noqa: E402
 
 SAVEDMODEL, LITERT = "savedmodel", "litert"
@@ -175,6 +176,13 @@ def main(argv):
         sys.exit(f"export failed: {e}")
     metadata = versions.read_metadata(export_dir)
     print(f"Exported {prefix} (x{metadata['scale']}, {metadata['precision']}) to {export_dir}")
+    # TF Serving's server files for every model under the export base (rewritten only when
+    # their text changes): serving_config/models.config, batching.config, monitoring.config.
+    try:
+        paths = tf_serving_config.write_server_configs(_EXPORT_BASE.value)
+    except (OSError, ValueError) as e:
+        sys.exit(f"exported, but writing the TF Serving config files failed: {e}")
+    print(f"TF Serving config: {posixpath.dirname(paths['models'])}")
 
 
 def run():

@@ -150,13 +150,17 @@ def check_monitoring_path(path):
 
 
 def model_names(export_base):
-    """The model folders under `export_base`: those holding an integer version folder."""
+    """The model folders under `export_base`: those holding an integer version folder with a
+    SavedModel (a LiteRT export's `NAME-litert/<v>/model.tflite` is not a TF Serving model)."""
     names = []
     for name in sorted(os.listdir(export_base)):
         folder = os.path.join(export_base, name)
         if name.startswith(".") or not os.path.isdir(folder):
             continue
-        if any(v.isdigit() and os.path.isdir(os.path.join(folder, v)) for v in os.listdir(folder)):
+        if any(
+            v.isdigit() and os.path.isfile(os.path.join(folder, v, "saved_model.pb"))
+            for v in os.listdir(folder)
+        ):
             names.append(name)
     return names
 

@@ -65,7 +65,12 @@ def test_new_export_is_picked_up_and_never_overwritten(local_server, model_dir, 
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert "unsupported characters" not in exported.stderr  # every input keeps its name
-    assert exported.stdout.strip().endswith(os.path.join(base, MODEL_NAME, "2"))
+    printed = exported.stdout.strip().splitlines()
+    assert printed[0].endswith(os.path.join(base, MODEL_NAME, "2"))
+    # ... and TF Serving's server files for the export base, beside the models.
+    assert printed[1] == f"TF Serving config: {os.path.join(base, 'serving_config')}"
+    with open(os.path.join(base, "serving_config", "models.config")) as f:
+        assert f'base_path: "{os.path.join(base, MODEL_NAME)}"' in f.read()
     rest, grpc = server.rest_address, server.grpc_address
 
     deadline = time.time() + 30

@@ -86,9 +86,13 @@ BatchingParameters, MonitoringConfig = _message_classes()
 
 @pytest.fixture
 def export_base(tmp_path):
-    """Two model folders with versions, one folder without, and a stray file."""
-    for path in ("srgan/1", "srgan/2", "esrgan/7", "notes/drafts"):
+    """Two model folders with SavedModel versions, a LiteRT export, a folder without versions,
+    and a stray file."""
+    for path in ("srgan/1", "srgan/2", "esrgan/7", "srgan-litert/1", "notes/drafts"):
         (tmp_path / path).mkdir(parents=True)
+    for path in ("srgan/1", "srgan/2", "esrgan/7"):
+        (tmp_path / path / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "srgan-litert/1/model.tflite").write_bytes(b"")
     (tmp_path / "README.txt").write_text("not a model")
     return str(tmp_path)
 
@@ -153,6 +157,7 @@ def test_host_paths_and_idempotent_rewrite(export_base, tmp_path_factory):
     assert write_server_configs(export_base, config_dir) == paths
     assert {key: os.stat(path).st_mtime_ns for key, path in paths.items()} == before
     os.makedirs(os.path.join(export_base, "edsr", "1"))
+    open(os.path.join(export_base, "edsr", "1", "saved_model.pb"), "wb").close()
     write_server_configs(export_base, config_dir, batching=BatchingConfig(max_batch_size=2))
     assert "edsr" in _read(paths["models"]) and "value: 2 " in _read(paths["batching"])
     assert sorted(os.listdir(config_dir)) == sorted(os.path.basename(p) for p in paths.values())
