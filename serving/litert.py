@@ -32,6 +32,7 @@ import os
 import posixpath
 import tempfile
 import uuid
+import warnings
 
 import keras
 import tensorflow as tf
@@ -104,6 +105,52 @@ def _static_bicubic():
         models.bicubic_upscale = _DYNAMIC_BICUBIC
 
 
+def _nearest_by_depth_to_space(images, scale):
+    """Nearest-neighbour upscale by an integer factor with no size in the graph.
+
+    depth_to_space of the channels tiled scale^2 times puts each pixel's own values in every
+    cell of its scale x scale block: the same copies as a resize (nearest) or a broadcast and
+    reshape, bit for bit. Traced at one input size, those two leave that size in the model (the
+    converter folds tf.shape into constants), so the interpreter's resized input then fails;
+    TILE and DEPTH_TO_SPACE take their sizes from the input at run time.
+    """
+    return tf.nn.depth_to_space(tf.tile(images, [1, 1, 1, scale * scale]), scale)
+
+
+def _nearest_upsample_call(layer, inputs):
+    """models.NearestUpsample.call (the compact generator's base) without a baked-in size."""
+    upscaled = _nearest_by_depth_to_space(tf.cast(inputs, tf.float32), layer.scale)
+    return tf.cast(upscaled * 2.0 - 1.0, layer.compute_dtype)
+
+
+_NEAREST_UPSAMPLE_CALL = models.NearestUpsample.call
+_UPSAMPLING2D_CALL = keras.layers.UpSampling2D.call
+
+
+def _upsampling2d_call(layer, inputs):
+    """keras UpSampling2D.call (rrdb's upsampling stages) without a baked-in size when nearest."""
+    factor_h, factor_w = layer.size
+    if (
+        layer.interpolation != "nearest"
+        or layer.data_format != "channels_last"
+        or factor_h != factor_w
+    ):
+        return _UPSAMPLING2D_CALL(layer, inputs)
+    return _nearest_by_depth_to_space(inputs, factor_h)
+
+
+@contextlib.contextmanager
+def _resizable_nearest():
+    """Traces the generators' nearest-neighbour upscales through _nearest_by_depth_to_space."""
+    models.NearestUpsample.call = _nearest_upsample_call
+    keras.layers.UpSampling2D.call = _upsampling2d_call
+    try:
+        yield
+    finally:
+        models.NearestUpsample.call = _NEAREST_UPSAMPLE_CALL
+        keras.layers.UpSampling2D.call = _UPSAMPLING2D_CALL
+
+
 def window_size(tile_size, overlap):
     """The fixed input side of the model: a tile core with its context on both sides."""
     return tile_size + 2 * overlap
@@ -134,8 +181,9 @@ def convert(generator, window, precision=FLOAT32):
     archive = keras.export.ExportArchive()
     archive.track(model)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        # Keras prints the temporary SavedModel's signature; the tracing uses the static bicubic.
-        with _static_bicubic(), contextlib.redirect_stdout(io.StringIO()):
+        # Keras prints the temporary SavedModel's signature; the tracing uses the static bicubic
+        # and the size-free nearest upscales.
+        with _static_bicubic(), _resizable_nearest(), contextlib.redirect_stdout(io.StringIO()):
             archive.add_endpoint(
                 "serve",
                 functools.partial(model.__call__, training=False),
@@ -149,6 +197,31 @@ def convert(generator, window, precision=FLOAT32):
         if precision == FLOAT16:
             converter.target_spec.supported_types = [tf.float16]
         return converter.convert()
+
+
+def runs_at_smaller_sizes(model_bytes, window, scale):
+    """Whether the interpreter, its input resized below the window, answers at the new size.
+
+    True when no op holds the window's size (srresnet; compact and rrdb traced through
+    _resizable_nearest); False for a bicubic_skip generator, whose bicubic upscale is a matrix
+    product of the window's fixed size. Checked on the converted model, not assumed from the
+    architecture: litert.json records it and the tiler pads windows only when it is False.
+    """
+    height, width = max(1, window - 3), max(1, window - 1)  # smaller, and not square
+    with warnings.catch_warnings():  # its deprecation notice: the check needs no other runtime
+        warnings.filterwarnings("ignore", message=r"[\s\S]*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    try:
+        interpreter.resize_tensor_input(0, [1, height, width, 3], strict=False)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(
+            interpreter.get_input_details()[0]["index"], tf.zeros([1, height, width, 3]).numpy()
+        )
+        interpreter.invoke()
+        output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    except (RuntimeError, ValueError):
+        return False
+    return list(output.shape) == [1, height * scale, width * scale, 3]
 
 
 def make_metadata(generator_config, precision, tile_size, overlap, model_bytes, checkpoint):
@@ -177,6 +250,9 @@ def make_metadata(generator_config, precision, tile_size, overlap, model_bytes, 
             "range": [0, 255],
             "layout": "NHWC RGB",
         },
+        # An image smaller than the window may run at its own size (the interpreter's input
+        # resized); false: it must be zero-padded to the window (bicubic_skip's fixed matrices).
+        "resizable_input": runs_at_smaller_sizes(model_bytes, window, scale),
         "generator": dataclasses.asdict(generator_config),
         "checkpoint": checkpoint,
         "tensorflow_version": tf.__version__,

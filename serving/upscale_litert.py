@@ -16,10 +16,11 @@ image border rather than clipped: the window's edge that lies on the image borde
 network's own zero padding, as in the SavedModel, and its other edges are at least `overlap`
 pixels from the core. With overlap >= the receptive-field radius both equal the untiled output.
 An image smaller than the window along an axis runs at its own size along it (the interpreter's
-input resized; convolutions run at any size), again exactly the SavedModel's border treatment. A
-model that cannot be resized (bicubic_skip: a fixed-size bicubic matrix; rrdb: fixed resizes) gets
-zero-padded windows instead, and pixels within the receptive radius of that far border may then
-differ from the SavedModel's. A phone app that wants one fixed shape pads likewise.
+input resized; srresnet, compact and rrdb hold no size in the model), again exactly the
+SavedModel's border treatment. A model whose litert.json has resizable_input false (bicubic_skip:
+a bicubic matrix of the window's size; or an export older than that key) gets zero-padded windows
+instead, and pixels within the receptive radius of that far border may then differ from the
+SavedModel's. A phone app that wants one fixed shape pads likewise.
 """
 
 import srgan_cli
@@ -96,7 +97,8 @@ def window_starts(length, tile_size, overlap):
 
     Cores are serving.tiling's; a window is tile_size + 2 * overlap long and holds its core's
     context (overlap pixels, clipped at the border), moved inward where the border cuts it.
-    An axis shorter than a window gives windows starting at 0 (padded by the caller).
+    An axis shorter than a window gives one window at 0 of its own length (or padded by the
+    caller when the model cannot be resized).
     """
     window = tile_size + 2 * overlap
     spans = []
@@ -126,6 +128,8 @@ class LiteRTUpscaler:
         self._output = self._interpreter.get_output_details()[0]
         self._check_tensors()
         self._input_hw = (self.window, self.window)
+        # Exports without the key (older ones) are padded: always valid, maybe not exact.
+        self.resizable = bool(self.metadata.get("resizable_input", False))
 
     def _check_tensors(self):
         """The model's tensors are what litert.json says (a stale or foreign json fails here)."""
@@ -144,39 +148,46 @@ class LiteRTUpscaler:
             )
 
     def _resize_input(self, height, width):
-        """Sets the interpreter's input to [1, height, width, 3]; False if the model refuses.
+        """Sets the interpreter's input to [1, height, width, 3], or to the window when the
+        model's litert.json says it cannot run at other sizes; returns the size set.
 
-        Convolutions run at any size, so an axis shorter than the window runs unpadded (the
-        SavedModel's border treatment, exactly). A model with sizes baked in (the static bicubic
-        of a bicubic_skip generator, rrdb's nearest-neighbour resizes) refuses or answers at
-        the wrong size, and is then given zero-padded windows.
+        Convolutions, depth_to_space and the tiled nearest upscales run at any size, so an axis
+        shorter than the window runs unpadded: the SavedModel's border treatment, exactly.
+        Only a bicubic_skip generator (a bicubic matrix of the window's size) gets zero-padded
+        windows (see the module doc).
+
+        Raises:
+          ValueError: a model exported as resizable that does not answer at the new size.
         """
+        if not self.resizable:
+            height, width = self.window, self.window
         if (height, width) == self._input_hw:
-            return True
+            return self._input_hw
         try:
             self._interpreter.resize_tensor_input(
                 self._input["index"], [1, height, width, 3], strict=False
             )
             self._interpreter.allocate_tensors()
             shape = list(self._interpreter.get_output_details()[0]["shape"])
-            if shape != [1, height * self.scale, width * self.scale, 3]:
-                raise ValueError(f"resized output {shape}")  # a size baked into an op
-        except (RuntimeError, ValueError):
-            full = self.window
-            self._interpreter.resize_tensor_input(
-                self._input["index"], [1, full, full, 3], strict=False
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(
+                f"{self.model_file} cannot run at {width}x{height} although its "
+                f"{METADATA_FILE} says resizable_input: {str(e).strip()[:200]}"
+            ) from e
+        if shape != [1, height * self.scale, width * self.scale, 3]:
+            raise ValueError(
+                f"{self.model_file} answers {shape} for a {width}x{height} input although its "
+                f"{METADATA_FILE} says resizable_input."
             )
-            self._interpreter.allocate_tensors()
-            self._input_hw = (full, full)
-            return False
         self._input_hw = (height, width)
-        return True
+        return self._input_hw
 
     def _run(self, window):
         """float32 [h, w, 3] LR (h, w <= window) -> uint8 [>= h*s, >= w*s, 3], top left aligned."""
         height, width = window.shape[:2]
-        if not self._resize_input(height, width):
-            window = np.pad(window, ((0, self.window - height), (0, self.window - width), (0, 0)))
+        input_height, input_width = self._resize_input(height, width)
+        if (input_height, input_width) != (height, width):
+            window = np.pad(window, ((0, input_height - height), (0, input_width - width), (0, 0)))
         self._interpreter.set_tensor(self._input["index"], window[np.newaxis])
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"])[0]

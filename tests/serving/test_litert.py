@@ -14,6 +14,8 @@ from serving import export_lib, litert, upscale_litert
 from serving.upscale import SavedModelUpscaler
 from tests.fixtures import SHARED_DATA, make_image
 from tests.serving.conftest import GENERATOR_CONFIG, run_module
+from tests.serving.test_export_generators import TINY, _save
+from trainer import config as config_lib
 
 TILE = 32
 SET5_LR = SHARED_DATA / "Set5_x4" / "img_001_SRF_4_LR.png"
@@ -65,6 +67,25 @@ def test_float32_tiles_like_the_saved_model(exports, reference):
     assert np.mean(np.abs(got.astype(int) - expected.astype(int)) <= 1) >= 0.999
 
 
+def test_compact_float32_runs_at_any_size_like_the_saved_model(tmp_path):
+    # Its nearest-neighbour base is traced size-free (litert._resizable_nearest): an image
+    # smaller than one window runs at its own size, exact, instead of zero-padded.
+    model_dir, base = str(tmp_path / "compact"), str(tmp_path / "exported")
+    _save(model_dir, TINY["compact"], config_lib.PRETRAIN, seed=1)
+    saved_model, _ = export_lib.export_from_model_dir(model_dir, base, "sm", tile_size=TILE)
+    upscaler = upscale_litert.LiteRTUpscaler(
+        litert.export_litert(model_dir, base, "c", tile_size=TILE), num_threads=1
+    )
+    assert upscaler.metadata["resizable_input"] and upscaler.window > 40
+    lr = _lr_image()
+    for image in (lr[:20, :40], lr):  # smaller than one window; 3 x 3 windows
+        expected = SavedModelUpscaler(saved_model).upscale_array(image[np.newaxis])[0]
+        got = upscaler.upscale_image(image)
+        assert got.shape == expected.shape
+        assert np.mean(np.abs(got.astype(int) - expected.astype(int)) <= 1) >= 0.999
+    assert upscaler._input_hw == (upscaler.window, upscaler.window)  # last: a full window
+
+
 @pytest.mark.parametrize(
     "precision, floor_db", [(litert.FLOAT16, 45.0), (litert.DYNAMIC_INT8, 25.0)]
 )
@@ -91,6 +112,7 @@ def test_layout_and_metadata_describe_the_model(exports, model_dir):
     assert metadata["input"]["dtype"] == "float32" and metadata["input"]["range"] == [0.0, 1.0]
     assert metadata["output"]["shape"] == [1, window * 4, window * 4, 3]
     assert metadata["output"]["dtype"] == "uint8" and metadata["output"]["range"] == [0, 255]
+    assert metadata["resizable_input"] is True  # srresnet: no size in the model
     assert metadata["generator"]["channels"] == GENERATOR_CONFIG.channels
     assert metadata["checkpoint"].startswith(os.path.join(model_dir, "pretrain"))
     model_file = os.path.join(version_dir, litert.MODEL_FILE)
