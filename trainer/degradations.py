@@ -393,9 +393,43 @@ def _gaussian_1d(size, sigma):
     return kernel / tf.reduce_sum(kernel)
 
 
+def _blur_matrix(n, size, sigma):
+    """[n, n] matrix M with (M @ x)[i] = the reflect-padded 1-D Gaussian correlation of x at i.
+
+    Row i holds the size taps at the source indices of output i's window; reflect padding folds
+    a tap onto an index inside the axis, where scatter_nd adds it to the tap already there.
+    """
+    kernel = _gaussian_1d(size, sigma)
+    source = _reflect_indices(n, size // 2)  # [n + size - 1]
+    window = tf.range(n)[:, None] + tf.range(size)[None, :]  # [n, size] into `source`
+    rows = tf.broadcast_to(tf.range(n)[:, None], [n, size])
+    indices = tf.stack([rows, tf.gather(source, window)], axis=-1)
+    updates = tf.broadcast_to(kernel[None, :], [n, size])
+    return tf.scatter_nd(indices, updates, [n, n])
+
+
+def _blur_rows(images, matrix):
+    """matrix applied along axis 1 of [B, H, W, C]: one [H, H] x [H, B*W*C] GEMM."""
+    shape = tf.shape(images)
+    columns = tf.reshape(tf.transpose(images, [1, 0, 2, 3]), [shape[1], -1])
+    out = tf.reshape(tf.matmul(matrix, columns), [shape[1], shape[0], shape[2], shape[3]])
+    return tf.transpose(out, [1, 0, 2, 3])
+
+
 def _separable_blur(images, size, sigma):
-    """Same Gaussian for every sample and channel, as two 1-D depthwise passes (exact: the
-    Gaussian is separable), reflect-padded."""
+    """Same Gaussian for every sample and channel, reflect-padded: the two 1-D passes as GEMMs
+    with banded [n, n] matrices (padding folded in). On CPU one GEMM per axis is ~5x faster
+    than a 51-tap depthwise convolution though it multiplies the zeros outside the band, and it
+    is exact up to float32 rounding (the Gaussian is separable)."""
+    shape = tf.shape(images)
+    vertical = _blur_rows(images, _blur_matrix(shape[1], size, sigma))
+    transposed = tf.transpose(vertical, [0, 2, 1, 3])
+    horizontal = _blur_rows(transposed, _blur_matrix(shape[2], size, sigma))
+    return tf.ensure_shape(tf.transpose(horizontal, [0, 2, 1, 3]), images.shape)
+
+
+def _separable_blur_direct(images, size, sigma):
+    """_separable_blur as two 1-D depthwise convolutions: the reference it is checked against."""
     channels = images.shape[-1]
     kernel = _gaussian_1d(size, sigma)
     padded = reflect_pad(images, size // 2)
