@@ -486,21 +486,50 @@ def _sized(length, factor):
     return tf.maximum(tf.cast(tf.cast(length, tf.float32) * factor, tf.int32), 1)
 
 
+def _by_gray(images, gray):
+    """(colour samples [Nc, H, W, 3], grey samples' luma [Ng, H, W, 1], inverse permutation):
+    each sample's noise is drawn only in the form it uses; `_merge_by_gray` puts them back."""
+    color_index = tf.where(tf.logical_not(gray))[:, 0]
+    gray_index = tf.where(gray)[:, 0]
+    color = tf.gather(images, color_index)
+    mono = tf.image.rgb_to_grayscale(tf.gather(images, gray_index))
+    inverse = tf.math.invert_permutation(tf.concat([color_index, gray_index], 0))
+    return color, mono, inverse
+
+
+def _merge_by_gray(color, mono, inverse):
+    """[B, H, W, 3] per-sample fields in batch order from the colour and (broadcast) grey ones."""
+    mono = tf.broadcast_to(mono, tf.concat([tf.shape(mono)[:3], [3]], 0))
+    return tf.gather(tf.concat([color, mono], 0), inverse)
+
+
+def _draw_split(draw, color, mono):
+    """One random draw (draw(flat_params)) over both groups' elements, split and reshaped back:
+    a single op whose size is just the pixels that get noise."""
+    flat = draw(tf.concat([tf.reshape(color, [-1]), tf.reshape(mono, [-1])], 0))
+    color_size = tf.size(color)
+    return (
+        tf.reshape(flat[:color_size], tf.shape(color)),
+        tf.reshape(flat[color_size:], tf.shape(mono)),
+    )
+
+
 def gaussian_noise(images, seed, sigma, gray):
     """images + N(0, sigma/255) per sample, the same field on all channels where gray; clipped.
 
     sigma: [B] in 1/255 units; gray: [B] bool.
     """
-    shape = tf.shape(images)
-    color = tf.random.stateless_normal(shape, _sub(seed, 0))
-    mono = tf.random.stateless_normal(tf.concat([shape[:3], [1]], 0), _sub(seed, 1))
-    noise = tf.where(gray[:, None, None, None], mono, color) * (sigma / 255.0)[:, None, None, None]
+    color, mono, inverse = _by_gray(images, gray)
+    color, mono = _draw_split(
+        lambda flat: tf.random.stateless_normal(tf.shape(flat), seed), color, mono
+    )
+    noise = _merge_by_gray(color, mono, inverse) * (sigma / 255.0)[:, None, None, None]
     return tf.clip_by_value(images + noise, 0.0, 1.0)
 
 
-def _poisson_residual(images, seed):
-    """Poisson(img * vals) / vals - img with vals = 2^ceil(log2(distinct 8-bit levels)) per
-    sample (BasicSR's generate_poisson_noise_pt, after rounding to 8 bits)."""
+def _poisson_rates(images):
+    """(images rounded to 8 bits, vals [N, 1, 1, 1]) with vals = 2^ceil(log2(distinct 8-bit
+    levels)) per sample (BasicSR's generate_poisson_noise_pt, after rounding to 8 bits)."""
     levels = tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.int32)
     quantised = tf.cast(levels, tf.float32) / 255.0
     batch = tf.shape(images)[0]
@@ -510,24 +539,27 @@ def _poisson_residual(images, seed):
     )
     distinct = tf.reduce_sum(tf.cast(tf.reshape(counts, [batch, 256]) > 0, tf.float32), axis=1)
     vals = tf.pow(2.0, tf.math.ceil(tf.math.log(distinct) / math.log(2.0)))[:, None, None, None]
-    lam = quantised * vals
-    drawn = tf.random.stateless_poisson(tf.shape(lam), seed, lam, dtype=tf.float32)
-    return drawn / vals - quantised
+    return quantised, vals
 
 
 def poisson_noise(images, seed, scale, gray):
-    """images + scale * Poisson residual per sample (grey: one residual of the luma on all
-    channels); clipped. scale: [B]; gray: [B] bool."""
-    # Each residual is only drawn when some sample uses it: Poisson sampling is the costliest op.
-    zeros = lambda: tf.zeros_like(images)  # noqa: E731
-    color = tf.cond(tf.reduce_all(gray), zeros, lambda: _poisson_residual(images, _sub(seed, 0)))
-    mono = tf.cond(
-        tf.reduce_any(gray),
-        lambda: _poisson_residual(tf.image.rgb_to_grayscale(images), _sub(seed, 1)),
-        lambda: zeros()[..., :1],
+    """images + scale * (Poisson(img * vals) / vals - img) per sample (grey: one residual of the
+    luma on all channels); clipped. scale: [B]; gray: [B] bool.
+
+    Poisson sampling is the costliest op of the pipeline, so it draws exactly one value per
+    noisy element: 3 per pixel of a colour sample, 1 per pixel of a grey one.
+    """
+    color, mono, inverse = _by_gray(images, gray)
+    (color, color_vals), (mono, mono_vals) = _poisson_rates(color), _poisson_rates(mono)
+    drawn_color, drawn_mono = _draw_split(
+        lambda lam: tf.random.stateless_poisson(tf.shape(lam), seed, lam, dtype=tf.float32),
+        color * color_vals,
+        mono * mono_vals,
     )
-    noise = tf.where(gray[:, None, None, None], mono, color) * scale[:, None, None, None]
-    return tf.clip_by_value(images + noise, 0.0, 1.0)
+    residual = _merge_by_gray(
+        drawn_color / color_vals - color, drawn_mono / mono_vals - mono, inverse
+    )
+    return tf.clip_by_value(images + residual * scale[:, None, None, None], 0.0, 1.0)
 
 
 def _random_noise(images, seed, config, second):
