@@ -347,6 +347,24 @@ def reflect_pad(images, pad):
     return tf.gather(images, _reflect_indices(shape[2], pad), axis=2)
 
 
+_SMOOTH_LENGTHS = sorted(
+    2**a * 3**b * 5**c
+    for a in range(15)
+    for b in range(10)
+    for c in range(7)
+    if 2**a * 3**b * 5**c <= 2**14
+)
+
+
+def _fft_length(lengths):
+    """The smallest 2^a 3^b 5^c >= each of `lengths` (int32 [n]), or the length itself above
+    2^14: FFTs of such sizes run at the fast radices."""
+    table = tf.constant(_SMOOTH_LENGTHS, tf.int32)
+    index = tf.searchsorted(table, lengths, side="left")
+    smooth = tf.gather(table, tf.minimum(index, len(_SMOOTH_LENGTHS) - 1))
+    return tf.where(lengths > _SMOOTH_LENGTHS[-1], lengths, smooth)
+
+
 def filter2d(images, kernels):
     """Each sample's image cross-correlated with its own [k, k] kernel, reflect-padded so the
     size is kept (BasicSR's filter2D). images [B, H, W, C], kernels [B, k, k] with k odd.
@@ -354,7 +372,9 @@ def filter2d(images, kernels):
     Computed as a product of 2-D FFTs of the padded image and the kernel: the circular
     convolution of the padded image equals the valid correlation on the window [k-1, k-1+H),
     with no wrap-around. On 256-px patches that is ~20x less work than a 21x21 depthwise
-    convolution with per-sample filters, and it is exact up to float32 rounding.
+    convolution with per-sample filters, and it is exact up to float32 rounding. The FFT length
+    is rounded up to a 5-smooth size (276 -> 288 at 256 px: 276 = 12 * 23 is ~1.4x slower); the
+    extra zeros only move the wrap-around further from the window.
     """
     k = kernels.shape[-1]
     pad = k // 2
@@ -362,7 +382,7 @@ def filter2d(images, kernels):
     height, width = shape[1], shape[2]
     padded = reflect_pad(images, pad)
     channels_first = tf.transpose(padded, [0, 3, 1, 2])  # FFT runs over the last two axes
-    fft_size = tf.shape(channels_first)[2:]
+    fft_size = _fft_length(tf.shape(channels_first)[2:])
     # Convolution with the flipped kernel is correlation with the kernel.
     flipped = tf.reverse(kernels, axis=[1, 2])
     spectrum = tf.signal.rfft2d(channels_first, fft_length=fft_size)
