@@ -16,6 +16,7 @@ import time
 import srgan_cli
 
 srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402

@@ -436,15 +436,14 @@ def _blur_rows(images, matrix):
     return tf.transpose(out, [1, 0, 2, 3])
 
 
-def _separable_blur(images, size, sigma):
-    """Same Gaussian for every sample and channel, reflect-padded: the two 1-D passes as GEMMs
-    with banded [n, n] matrices (padding folded in). On CPU one GEMM per axis is ~5x faster
-    than a 51-tap depthwise convolution though it multiplies the zeros outside the band, and it
-    is exact up to float32 rounding (the Gaussian is separable)."""
-    shape = tf.shape(images)
-    vertical = _blur_rows(images, _blur_matrix(shape[1], size, sigma))
+def _separable_blur(images, rows, columns):
+    """A separable blur, the same for every sample and channel: the two 1-D passes as GEMMs with
+    the [H, H] and [W, W] _blur_matrix (reflect padding folded in). For the 51-tap USM Gaussian
+    on CPU, one GEMM per axis is ~2x faster than a depthwise convolution, though it multiplies
+    the zeros outside the band; it is exact up to float32 rounding (the Gaussian is separable)."""
+    vertical = _blur_rows(images, rows)
     transposed = tf.transpose(vertical, [0, 2, 1, 3])
-    horizontal = _blur_rows(transposed, _blur_matrix(shape[2], size, sigma))
+    horizontal = _blur_rows(transposed, columns)
     return tf.ensure_shape(tf.transpose(horizontal, [0, 2, 1, 3]), images.shape)
 
 
@@ -462,10 +461,13 @@ def _separable_blur_direct(images, size, sigma):
 def usm_sharpen(images):
     """Unsharp masking as BasicSR's USMSharp: sharpen by half the residual against a 51x51
     Gaussian blur where the residual exceeds 10/255, blended through the blurred mask."""
-    blur = _separable_blur(images, USM_SIZE, USM_SIGMA)
+    shape = tf.shape(images)
+    rows = _blur_matrix(shape[1], USM_SIZE, USM_SIGMA)
+    columns = _blur_matrix(shape[2], USM_SIZE, USM_SIGMA)
+    blur = _separable_blur(images, rows, columns)
     residual = images - blur
     mask = tf.cast(tf.abs(residual) > USM_THRESHOLD, images.dtype)
-    soft_mask = _separable_blur(mask, USM_SIZE, USM_SIGMA)
+    soft_mask = _separable_blur(mask, rows, columns)
     sharp = tf.clip_by_value(images + USM_WEIGHT * residual, 0.0, 1.0)
     return soft_mask * sharp + (1.0 - soft_mask) * images
 
@@ -677,11 +679,12 @@ def degrade(hr, seed, config):
     def resize_sinc(images):
         return filter2d(_resize(images, lr_size, method), sinc)
 
-    out = tf.cond(
-        _uniform(_sub(seed, _S_ORDER), [], 0.0, 1.0) < 0.5,
-        lambda: _jpeg(resize_sinc(out), quality),
-        lambda: resize_sinc(_jpeg(out, quality)),
-    )
+    # One JPEG in the graph (its ~700 ops are the largest block to trace and optimise), with
+    # resize + sinc before or after it.
+    resize_first = _uniform(_sub(seed, _S_ORDER), [], 0.0, 1.0) < 0.5
+    out = _keep_rank(tf.cond(resize_first, lambda: resize_sinc(out), lambda: out), out)
+    out = _jpeg(out, quality)
+    out = _keep_rank(tf.cond(resize_first, lambda: out, lambda: resize_sinc(out)), out)
     lr = tf.clip_by_value(tf.round(out * 255.0), 0.0, 255.0) / 255.0
     lr = tf.ensure_shape(lr, [hr.shape[0], _div(hr.shape[1], scale), _div(hr.shape[2], scale), 3])
     target = sharpened if config.usm_target else hr
