@@ -416,16 +416,17 @@ def _gaussian_1d(size, sigma):
 def _blur_matrix(n, size, sigma):
     """[n, n] matrix M with (M @ x)[i] = the reflect-padded 1-D Gaussian correlation of x at i.
 
-    Row i holds the size taps at the source indices of output i's window; reflect padding folds
-    a tap onto an index inside the axis, where scatter_nd adds it to the tap already there.
+    M = band @ fold: band [n, n + size - 1] holds the taps (row i at columns i..i + size - 1 of
+    the padded axis), fold [n + size - 1, n] maps each padded index to its reflected source. A
+    matmul, not a scatter, adds the taps that fold onto one index: scatter_nd's duplicate
+    indices are summed in a nondeterministic order on GPUs.
     """
     kernel = _gaussian_1d(size, sigma)
-    source = _reflect_indices(n, size // 2)  # [n + size - 1]
-    window = tf.range(n)[:, None] + tf.range(size)[None, :]  # [n, size] into `source`
-    rows = tf.broadcast_to(tf.range(n)[:, None], [n, size])
-    indices = tf.stack([rows, tf.gather(source, window)], axis=-1)
-    updates = tf.broadcast_to(kernel[None, :], [n, size])
-    return tf.scatter_nd(indices, updates, [n, n])
+    offset = tf.range(n + size - 1)[None, :] - tf.range(n)[:, None]
+    taps = tf.gather(kernel, tf.clip_by_value(offset, 0, size - 1))
+    band = tf.where((offset >= 0) & (offset < size), taps, 0.0)
+    fold = tf.one_hot(_reflect_indices(n, size // 2), n, dtype=tf.float32)
+    return tf.matmul(band, fold)
 
 
 def _blur_rows(images, matrix):
