@@ -13,6 +13,7 @@ import sys
 import srgan_cli
 
 srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

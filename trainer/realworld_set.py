@@ -17,6 +17,7 @@ import sys
 import srgan_cli
 
 srgan_cli.quiet_console()  # before TensorFlow is imported
+srgan_cli.import_tensorflow()  # without its C++ start-up lines
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -25,10 +26,15 @@ from absl import app, flags  # noqa: E402
 from data_prep import images, pairing  # noqa: E402
 from trainer import degradations, evaluation  # noqa: E402
 
-_HR_DIR = flags.DEFINE_string("hr_dir", None, "Folder of HR images (LR-named files skipped).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder to write <key>_HR/_LR.png into.")
-_SEED = flags.DEFINE_integer("seed", 0, "Run seed; each image's seed folds in its key.")
-_SCALE = flags.DEFINE_integer("scale", 4, f"HR side / LR side, one of {degradations.SCALES}.")
+
+def _define_flags():
+    """The command line's flags, defined only when this module runs as the script: importing it
+    for write_set must not register a --scale, which would clash with trainer.evaluate's (absl
+    raises DuplicateFlagError when one process, such as a test run, imports both)."""
+    flags.DEFINE_string("hr_dir", None, "Folder of HR images (LR-named files skipped).")
+    flags.DEFINE_string("output_dir", None, "Folder to write <key>_HR/_LR.png into.")
+    flags.DEFINE_integer("seed", 0, "Run seed; each image's seed folds in its key.")
+    flags.DEFINE_integer("scale", 4, f"HR side / LR side, one of {degradations.SCALES}.")
 
 
 def image_seed(seed, key):
@@ -76,19 +82,18 @@ def write_set(hr_dir, output_dir, seed, scale):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
     try:
-        if not _HR_DIR.value or not _OUTPUT_DIR.value:
+        if not args.hr_dir or not args.output_dir:
             raise ValueError("Pass --hr_dir and --output_dir.")
-        keys = write_set(_HR_DIR.value, _OUTPUT_DIR.value, _SEED.value, _SCALE.value)
+        keys = write_set(args.hr_dir, args.output_dir, args.seed, args.scale)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(
-        f"wrote {len(keys)} LR/HR pairs (x{_SCALE.value}, seed {_SEED.value}) "
-        f"to {_OUTPUT_DIR.value}"
-    )
+    print(f"wrote {len(keys)} LR/HR pairs (x{args.scale}, seed {args.seed}) to {args.output_dir}")
     return 0
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
