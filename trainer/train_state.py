@@ -199,7 +199,13 @@ def restore_or_initialize(manager, checkpoint, state, phase, model_dir, init_che
         raise FileNotFoundError(
             f"--init_checkpoint={source}: no such checkpoint ({source}.index is missing)."
         )
-    status = tf.train.Checkpoint(**{generator_store.GENERATOR_KEY: state.generator}).read(source)
+    # A source with a moving average starts the phase from it, as Real-ESRGAN's GAN starts from
+    # RealESRNet's params_ema and ESRGAN's from the released (EMA) PSNR model.
+    key = generator_store.GENERATOR_KEY
+    if generator_store.checkpoint_has_ema(source):
+        key = generator_store.EMA_KEY
+    status = tf.train.Checkpoint(**{key: state.generator}).read(source)
     status.expect_partial().assert_existing_objects_matched()
-    logging.info("Generator initialised from %s.", source)
-    return f"generator initialised from {source}" + _start_ema(state)
+    weights = "EMA" if key == generator_store.EMA_KEY else "raw"
+    logging.info("Generator initialised from %s (%s weights).", source, weights)
+    return f"generator initialised from {source} ({weights} weights)" + _start_ema(state)

@@ -80,9 +80,15 @@ def test_compact_pretrain_then_unet_ragan_gan_with_ema_resumed_exactly(source, s
         _weights(resumed.state.ema_generator), _weights(resumed.state.generator), strict=True
     ):
         np.testing.assert_array_equal(average, weight)
+    resumed.run()  # to step 4, with the EMA checkpointed
 
-    step, metrics = loop.train(_config(model_dir, "gan"), source, strategy)
-    assert step == 2 and all(np.isfinite(v) for v in metrics.values())
+    # The GAN phase starts from the pretrain phase's EMA (Real-ESRGAN: params_ema).
+    pretrain_ema, _, _ = generator_store.load_generator(model_dir, weights="ema", phase="pretrain")
+    gan = loop.build_controller(_config(model_dir, "gan"), source, strategy)
+    for ours, saved in zip(_weights(gan.state.generator), _weights(pretrain_ema), strict=True):
+        np.testing.assert_array_equal(ours, saved)
+    metrics = gan.run()
+    assert gan.state.step() == 2 and all(np.isfinite(v) for v in metrics.values())
     assert 0.0 < metrics["d_real"] < 1.0 and metrics["content_loss"] > 0.0
     gan_prefix = tf.train.latest_checkpoint(os.path.join(model_dir, "gan"))
     assert generator_store.checkpoint_has_ema(gan_prefix)
