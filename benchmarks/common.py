@@ -16,6 +16,38 @@ from trainer import config, models, perceptual, steps
 
 
 @dataclasses.dataclass(frozen=True)
+class Timing:
+    """A steady-state measurement: `items` produced in `seconds` of wall time, using
+    `cpu_seconds` of this process's CPU time (all threads). On a shared machine the wall rate
+    depends on the neighbours; CPU time per item much less so."""
+
+    items: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self):
+        return self.items / self.seconds
+
+    @property
+    def cpu_ms_per_item(self):
+        return 1000.0 * self.cpu_seconds / self.items
+
+
+def measure(iterator, items_per_step, warmup_steps, seconds, min_steps=5):
+    """Pulls warmup_steps elements untimed, then as many as fit in `seconds` (>= min_steps)."""
+    for _ in range(warmup_steps):
+        next(iterator)
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while steps < min_steps or time.perf_counter() - start < seconds:
+        next(iterator)
+        steps += 1
+    return Timing(
+        steps * items_per_step, time.perf_counter() - start, time.process_time() - cpu_start
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """The benchmarked models (the paper's sizes by default)."""
 

@@ -8,7 +8,6 @@ loop), and the bicubic path (antialiased tf.image.resize downscale). Then where 
 each stage alone at the size it runs at. The last line is `N pairs/s` for the faster placement.
 """
 
-import dataclasses
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ srgan_cli.import_tensorflow()  # without its C++ start-up lines
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import measure  # noqa: E402
 from trainer import degradations as deg  # noqa: E402
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Pairs per batch.", lower_bound=1)
@@ -31,37 +31,6 @@ _SECONDS = flags.DEFINE_float("seconds", 10.0, "Timed seconds per measurement.",
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Also time each stage alone.")
 
 _NUM_BATCHES = 8  # distinct random HR batches, cycled
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    """`items` produced in `seconds` of wall time using `cpu_seconds` of this process's CPU
-    (as benchmarks.input_pipeline.Timing, whose module defines conflicting flags)."""
-
-    items: int
-    seconds: float
-    cpu_seconds: float
-
-    @property
-    def rate(self):
-        return self.items / self.seconds
-
-    @property
-    def cpu_ms_per_item(self):
-        return 1000.0 * self.cpu_seconds / self.items
-
-
-def measure(iterator, items_per_step, warmup_steps, seconds):
-    """Pulls warmup_steps elements untimed, then as many as fit in `seconds` (at least 3)."""
-    for _ in range(warmup_steps):
-        next(iterator)
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while steps < 3 or time.perf_counter() - start < seconds:
-        next(iterator)
-        steps += 1
-    return Timing(
-        steps * items_per_step, time.perf_counter() - start, time.process_time() - cpu_start
-    )
 
 
 def hr_batches(batch, size):
@@ -123,7 +92,7 @@ def stage_timings(hr, config, seconds):
     result = {}
     for name, fn in stages.items():
         fn = tf.function(fn, autograph=False)
-        result[name] = measure(_repeat(fn), n, 1, seconds)
+        result[name] = measure(_repeat(fn), n, 1, seconds, min_steps=3)
     return result
 
 
@@ -173,7 +142,7 @@ def main(argv):
         print(f"round {round_index + 1}:")
         for name, make_iterator in iterators.items():
             iterator = make_iterator()
-            timing = measure(iterator, batch, 2, seconds)
+            timing = measure(iterator, batch, 2, seconds, min_steps=3)
             del iterator
             _row(name, timing)
             if best[name] is None or timing.rate > best[name].rate:

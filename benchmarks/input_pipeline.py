@@ -10,55 +10,22 @@ where the time goes (read / parse / decode / crop). The last line is always `N p
 this pipeline's default settings (on the tiled shards with --compare).
 """
 
-import dataclasses
 import glob
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 from PIL import Image
 
+from benchmarks.common import measure
 from data_prep import schema
 from trainer import config as config_lib
 from trainer import input_pipeline, patches, value_range
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    """A steady-state measurement: `items` produced in `seconds` of wall time, using
-    `cpu_seconds` of this process's CPU time (all threads). On a shared machine the wall rate
-    depends on the neighbours; CPU time per item much less so."""
-
-    items: int
-    seconds: float
-    cpu_seconds: float
-
-    @property
-    def rate(self):
-        return self.items / self.seconds
-
-    @property
-    def cpu_ms_per_item(self):
-        return 1000.0 * self.cpu_seconds / self.items
-
-
-def measure(iterator, items_per_step, warmup_steps, seconds):
-    """Pulls warmup_steps elements untimed, then as many as fit in `seconds` (at least 5)."""
-    for _ in range(warmup_steps):
-        next(iterator)
-    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while steps < 5 or time.perf_counter() - start < seconds:
-        next(iterator)
-        steps += 1
-    return Timing(
-        steps * items_per_step, time.perf_counter() - start, time.process_time() - cpu_start
-    )
 
 
 def convert(hr_glob, lr_glob, output_dir, scale, hr_crop_size=None):

@@ -28,10 +28,8 @@ import functools
 import hashlib
 import io
 import json
-import os
 import posixpath
 import tempfile
-import uuid
 import warnings
 
 import keras
@@ -271,24 +269,9 @@ def write_version(model_base_path, version, model_bytes, metadata):
       FileExistsError: the version already exists (versions are never overwritten).
       ValueError: a version below 1.
     """
-    version = versions.next_version(model_base_path) if version is None else int(version)
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version}.")
-    final_dir = versions.version_dir(model_base_path, version)
-    if tf.io.gfile.exists(final_dir):
-        raise FileExistsError(
-            f"{final_dir} already exists; versions are never overwritten. Leave out --version "
-            f"to export as version {versions.next_version(model_base_path)}."
-        )
-    temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        tf.io.gfile.makedirs(temp_dir)
+    with versions.staged_version(model_base_path, version) as (temp_dir, final_dir):
         _write(temp_dir, MODEL_FILE, model_bytes, "wb")
         _write(temp_dir, METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True), "w")
-        tf.io.gfile.rename(temp_dir, final_dir, overwrite=False)
-    finally:
-        if tf.io.gfile.exists(temp_dir):
-            tf.io.gfile.rmtree(temp_dir)
     return final_dir
 
 

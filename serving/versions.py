@@ -7,8 +7,11 @@ The exporter picks the next version here and the local server the newest one, wi
 as tensorflow_model_server: only names that are plain integers are versions.
 """
 
+import contextlib
 import json
+import os
 import posixpath
+import uuid
 
 import tensorflow as tf
 
@@ -35,6 +38,41 @@ def next_version(model_base_path):
 
 def version_dir(model_base_path, version):
     return posixpath.join(model_base_path, str(int(version)))
+
+
+@contextlib.contextmanager
+def staged_version(model_base_path, version=None):
+    """Writes a new version complete or not at all: yields (temp_dir, final_dir).
+
+    The block writes the version's files into temp_dir (created, inside model_base_path, with a
+    name that is not an integer, so no server ever loads it); when the block ends without an
+    error it is renamed to final_dir, else removed. A crash leaves at most a `.tmp-*` folder.
+
+    Args:
+      model_base_path: EXPORT_BASE/NAME.
+      version: the integer version; None: one more than the newest present.
+
+    Raises:
+      FileExistsError: the version already exists (versions are never overwritten).
+      ValueError: a version below 1.
+    """
+    version = next_version(model_base_path) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}.")
+    final_dir = version_dir(model_base_path, version)
+    if tf.io.gfile.exists(final_dir):
+        raise FileExistsError(
+            f"{final_dir} already exists; versions are never overwritten. Leave out --version "
+            f"to export as version {next_version(model_base_path)}."
+        )
+    temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(temp_dir)
+        yield temp_dir, final_dir
+        tf.io.gfile.rename(temp_dir, final_dir, overwrite=False)
+    finally:
+        if tf.io.gfile.exists(temp_dir):
+            tf.io.gfile.rmtree(temp_dir)
 
 
 def make_metadata(generator_config, tiling, checkpoint=None, precision=DEFAULT_PRECISION):
