@@ -35,6 +35,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+import srgan_cli
 from serving import export_lib, versions
 from trainer import models, value_range
 
@@ -211,7 +212,8 @@ def runs_at_smaller_sizes(model_bytes, window, scale):
         interpreter = tf.lite.Interpreter(model_content=model_bytes)
     try:
         interpreter.resize_tensor_input(0, [1, height, width, 3], strict=False)
-        interpreter.allocate_tensors()
+        with srgan_cli.stderr_without(("Created TensorFlow Lite XNNPACK delegate",)):
+            interpreter.allocate_tensors()
         interpreter.set_tensor(
             interpreter.get_input_details()[0]["index"], tf.zeros([1, height, width, 3]).numpy()
         )

@@ -43,6 +43,19 @@ METADATA_FILE = "litert.json"
 METADATA_FORMAT_VERSION = 1
 
 
+# The interpreter's one INFO line when it applies its default CPU delegate (printed to fd 2).
+_DELEGATE_NOTICE = ("Created TensorFlow Lite XNNPACK delegate",)
+
+
+def allocate_quietly(interpreter):
+    """interpreter.allocate_tensors() without the delegate notice (SRGAN_VERBOSE=1 shows it)."""
+    if srgan_cli.verbose():
+        interpreter.allocate_tensors()
+        return
+    with srgan_cli.stderr_without(_DELEGATE_NOTICE):
+        interpreter.allocate_tensors()
+
+
 def interpreter_class():
     """ai_edge_litert's Interpreter when installed, else TensorFlow's tf.lite.Interpreter."""
     try:
@@ -123,7 +136,7 @@ class LiteRTUpscaler:
         with warnings.catch_warnings():  # TensorFlow's deprecation notice of its fallback
             warnings.filterwarnings("ignore", message=r"[\s\S]*tf.lite.Interpreter is deprecated")
             self._interpreter = interpreter(model_path=self.model_file, num_threads=num_threads)
-        self._interpreter.allocate_tensors()
+        allocate_quietly(self._interpreter)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._check_tensors()
@@ -167,7 +180,7 @@ class LiteRTUpscaler:
             self._interpreter.resize_tensor_input(
                 self._input["index"], [1, height, width, 3], strict=False
             )
-            self._interpreter.allocate_tensors()
+            allocate_quietly(self._interpreter)
             shape = list(self._interpreter.get_output_details()[0]["shape"])
         except (RuntimeError, ValueError) as e:
             raise ValueError(
