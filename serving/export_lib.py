@@ -189,9 +189,10 @@ class SpaceToDepthConv2D(keras.layers.Layer):
 
 
 def _block_offsets(kernel_size, block_size):
-    """The block offsets a kernel_size "same" conv reaches from a block: range(-m, m + 1)."""
-    radius = kernel_size // 2
-    return range(-((radius + block_size - 1) // block_size), (radius + block_size) // block_size)
+    """The block offsets a kernel_size "same" conv reaches from a block: [-m, m], m the
+    radius in blocks, rounded up (symmetric, so a "same" conv pads the blocked input right)."""
+    reach = -(-(kernel_size // 2) // block_size)
+    return range(-reach, reach + 1)
 
 
 def split_kernel(kernel, bias, block_size):
