@@ -60,7 +60,8 @@ _PARTS = flags.DEFINE_multi_enum(
 _PRECISIONS = flags.DEFINE_list(
     "precisions",
     list(export_lib.PRECISIONS),
-    "--parts=precision: the export precisions compared (the first is the baseline).",
+    "--parts=precision: the export precisions compared (the first is the baseline); "
+    "PRECISION:plain keeps SRResNet's last conv as built (export_lib.with_precision).",
 )
 _GENERATORS = flags.DEFINE_list(
     "generators",
@@ -349,16 +350,19 @@ def _precision_paths(architecture, precisions, work_dir, lr_uint8, png):
     lr_float = tf.cast(lr_uint8, tf.float32) / 255.0
     paths = {}
     for precision in precisions:
+        # "bfloat16:plain": that precision with the last conv as built (no SpaceToDepthConv2D).
+        dtype, _, variant = precision.partition(":")
         export_dir = export_lib.export_generator(
             generator,
             config,
             work_dir,
-            f"{architecture}_{precision}",
+            f"{architecture}_{dtype}{variant}",
             tiling_config=tiling,
-            precision=precision,
+            precision=dtype,
+            split_output_conv=variant != "plain",
         )
         signature = tf.saved_model.load(export_dir).signatures[contract.BYTES_SIGNATURE]
-        model = export_lib.with_precision(generator, config, precision)
+        model = export_lib.with_precision(generator, config, dtype, variant != "plain")
         network = tf.function(lambda lr, model=model: model(lr, training=False))
         paths[(precision, "serving_default")] = functools.partial(_serve_png, signature, batch)
         paths[(precision, "network only")] = lambda network=network: network(lr_float).numpy()

@@ -30,13 +30,19 @@ CROP = 32  # LR side of each Set5 crop: two by two tiles of 16
 SCALE = CONFIG.scale
 
 
-def _save_trained_ish(model_dir, seed=5):
-    """A checkpoint of CONFIG with every weight (BN statistics too) nudged off its start."""
+def _trained_ish(seed=5):
+    """CONFIG's generator with every weight (BN statistics too) nudged off its start."""
     keras.utils.set_random_seed(seed)  # the same start every run, so the same dB
     generator = generator_store.build_generator(CONFIG)
     rng = np.random.default_rng(seed)
     for weight in generator.weights:
         weight.assign(weight.numpy() + rng.normal(0.0, 0.02, weight.shape).astype(np.float32))
+    return generator
+
+
+def _save_trained_ish(model_dir, seed=5):
+    """A checkpoint of _trained_ish(seed)."""
+    generator = _trained_ish(seed)
     generator_store.write_config(model_dir, CONFIG)
     checkpoint = tf.train.Checkpoint(**{generator_store.GENERATOR_KEY: generator})
     checkpoint.save(os.path.join(generator_store.phase_dir(model_dir, config_lib.PRETRAIN), "ckpt"))
@@ -180,3 +186,36 @@ def test_unknown_precision_and_old_metadata(generator, tmp_path):
     del old["precision"]  # an export written before the key existed
     versions.write_metadata(str(tmp_path), old)
     assert versions.read_metadata(str(tmp_path))["precision"] == "float32"
+
+
+@pytest.mark.parametrize("kernel_size, block_size", [(9, 2), (3, 2), (5, 3)])
+def test_space_to_depth_conv_is_the_conv_it_replaces(kernel_size, block_size):
+    # The same sums in another order, the borders (the "same" zero padding) included.
+    rng = np.random.default_rng(kernel_size)
+    inputs = rng.normal(size=(2, 4 * block_size, 5 * block_size, 6)).astype(np.float32)
+    kernel = rng.normal(size=(kernel_size, kernel_size, 6, 3)).astype(np.float32)
+    bias = rng.normal(size=3).astype(np.float32)
+    expected = tf.nn.conv2d(inputs, kernel, 1, "SAME") + bias
+    layer = export_lib.SpaceToDepthConv2D(3, kernel_size, block_size)
+    layer.build(inputs.shape)
+    layer.set_weights(
+        [w.astype(np.float32) for w in export_lib.split_kernel(kernel, bias, block_size)]
+    )
+    outputs = layer(inputs).numpy()
+    assert outputs.shape == expected.shape and outputs.dtype == np.float32
+    np.testing.assert_allclose(outputs, expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_float32_export_splits_the_last_conv_within_1e5():
+    generator = _trained_ish()
+    lr = np.random.default_rng(0).random((1, 13, 10, 3)).astype(np.float32)  # odd LR sides
+    served = export_lib.with_precision(generator, CONFIG, "float32")
+    kinds = [type(layer) for layer in served.layers]
+    assert kinds.count(export_lib.SpaceToDepthConv2D) == 1
+    expected = generator(lr, training=False).numpy()
+    np.testing.assert_allclose(served(lr, training=False).numpy(), expected, atol=1e-5)
+    plain = export_lib.with_precision(generator, CONFIG, "float32", split_output_conv=False)
+    assert plain is generator
+    x3 = config_lib.GeneratorConfig(scale=3, num_blocks=1, channels=8)
+    x3_generator = generator_store.build_generator(x3)  # an odd HR side: not split
+    assert export_lib.with_precision(x3_generator, x3, "float32") is x3_generator
