@@ -12,9 +12,7 @@ never pick up a half-written version. An existing version is never overwritten.
 import dataclasses
 import io
 import math
-import os
 import posixpath
-import uuid
 
 import keras
 import numpy as np
@@ -395,32 +393,17 @@ def export_generator(
         raise ValueError(f"model name must be a single folder name, got {model_name!r}.")
     tiling_config = tiling_config or TilingConfig()
     model_base_path = posixpath.join(export_base, model_name)
-    version = versions.next_version(model_base_path) if version is None else int(version)
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version}.")
-    final_dir = posixpath.join(model_base_path, str(version))
-    if tf.io.gfile.exists(final_dir):
-        raise FileExistsError(
-            f"{final_dir} already exists; versions are never overwritten. "
-            f"Leave out --version to export as version "
-            f"{versions.next_version(model_base_path)}."
+    with versions.staged_version(model_base_path, version) as (temp_dir, final_dir):
+        served = with_precision(generator, generator_config, precision, split_output_conv)
+        module = SuperResolutionModule(served, generator_config.scale, tiling_config)
+        metadata = versions.make_metadata(
+            dataclasses.asdict(generator_config),
+            dataclasses.asdict(tiling_config),
+            checkpoint,
+            precision,
         )
-    temp_dir = posixpath.join(model_base_path, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}")
-    served = with_precision(generator, generator_config, precision, split_output_conv)
-    module = SuperResolutionModule(served, generator_config.scale, tiling_config)
-    metadata = versions.make_metadata(
-        dataclasses.asdict(generator_config),
-        dataclasses.asdict(tiling_config),
-        checkpoint,
-        precision,
-    )
-    try:
         save_module(module, temp_dir, model_name)
         versions.write_metadata(temp_dir, metadata)
-        tf.io.gfile.rename(temp_dir, final_dir, overwrite=False)
-    finally:
-        if tf.io.gfile.exists(temp_dir):
-            tf.io.gfile.rmtree(temp_dir)
     return final_dir
 
 
