@@ -13,7 +13,6 @@ import tensorflow as tf
 from tests import fixtures
 from trainer import config as config_lib
 from trainer import degrade_batches, input_pipeline, loop
-from trainer import strategy as strategy_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,13 +24,6 @@ def source(tmp_path_factory):
         out, {"train": [(f"t{i}", fixtures.make_image(64, 64, seed=i)) for i in range(4)]}
     )
     return input_pipeline.open_dataset(out)
-
-
-@pytest.fixture(scope="module")
-def strategy():
-    strategy = strategy_lib.create_strategy("mirrored")
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
 
 
 def _config(model_dir, train_steps=4, degrade_on="device", usm=True, kind="realesrgan", **kw):

@@ -13,7 +13,6 @@ import tensorflow as tf
 from tests import fixtures
 from trainer import config as config_lib
 from trainer import generator_store, input_pipeline, loop, models, perceptual, steps
-from trainer import strategy as strategy_lib
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,6 @@ def source(tmp_path_factory):
         },
     )
     return input_pipeline.open_dataset(out)
-
-
-@pytest.fixture(scope="module")
-def strategy():
-    strategy = strategy_lib.create_strategy("mirrored")
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
 
 
 def _config(model_dir, phase, train_steps=2, ema_decay=0.5):

@@ -20,7 +20,6 @@ from data_prep import schema
 from tests import fixtures
 from trainer import config as config_lib
 from trainer import generator_store, input_pipeline, loop
-from trainer import strategy as strategy_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,13 +40,6 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def source(data_dir):
     return input_pipeline.open_dataset(data_dir)
-
-
-@pytest.fixture(scope="module")
-def strategy():
-    strategy = strategy_lib.create_strategy("mirrored")
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
 
 
 def _config(
