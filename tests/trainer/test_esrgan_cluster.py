@@ -24,8 +24,9 @@ from trainer import generator_store, loop
 _COMPACT = config_lib.GeneratorConfig(scale=4, architecture="compact", num_blocks=1, channels=8)
 _EMA_DECAY = 0.9
 
-# test_train's fixtures, shared: its 4 train images (48x48), their DataSource, 2-replica mirrored.
-data_dir, source, strategy = test_train.data_dir, test_train.source, test_train.strategy
+# test_train's fixtures, shared: its 4 train images (48x48) and their DataSource (the 2-replica
+# mirrored strategy comes from tests/trainer/conftest.py).
+data_dir, source = test_train.data_dir, test_train.source
 
 
 def _compact_config(model_dir, ema_decay, **overrides):
