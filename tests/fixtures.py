@@ -5,8 +5,11 @@ reader test here exercises the real format.
 """
 
 import io
+import json
 import os
 import pathlib
+import urllib.error
+import urllib.request
 
 import numpy as np
 import tensorflow as tf
@@ -95,3 +98,16 @@ def write_dataset(out_dir, splits, scale=4, num_shards=2, compressed=False):
 # Tests that need them skip when they are absent: the project itself never needs them.
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("SRGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def rest_json(address, path, body=None, timeout=60):
+    """(HTTP status, decoded JSON answer) of a REST call to a server at `address` ("host:port"):
+    a GET when `body` is None, else a POST of `body` (bytes as they are, anything else as JSON).
+    Error statuses are answers too: TF Serving's REST API explains them in a JSON body."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{address}{path}", data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

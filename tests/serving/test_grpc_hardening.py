@@ -4,12 +4,9 @@ gRPC requests are raw TensorProtos (tensorflow_serving.apis) sent to a real serv
 raw JSON; the memory and CPU of the server subprocess are read from /proc.
 """
 
-import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
@@ -20,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import contract, model_manager
 from serving.limits import ServerLimits
-from tests.fixtures import make_image, png_bytes
+from tests.fixtures import make_image, png_bytes, rest_json
 from tests.serving.conftest import MODEL_NAME, SCALE
 
 LR = make_image(6, 5, seed=3)
@@ -160,15 +157,7 @@ def test_grpc_unknown_input_name_is_invalid_argument(stub):
 
 
 def _post(server, body):
-    request = urllib.request.Request(
-        f"http://{server.rest_address}/v1/models/{MODEL_NAME}:predict",
-        data=json.dumps(body).encode(),
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return rest_json(server.rest_address, f"/v1/models/{MODEL_NAME}:predict", body)
 
 
 def _nested(depth):

@@ -7,11 +7,8 @@ memory growth is measured.
 
 import base64
 import io
-import json
 import struct
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ import tensorflow as tf
 from PIL import Image, features
 
 from serving import contract, image_header
-from tests.fixtures import make_image, png_bytes
+from tests.fixtures import make_image, png_bytes, rest_json
 from tests.serving.conftest import MODEL_NAME, SCALE, TILING
 
 # The numbers: a 38-byte WebP declaring 16383 x 16383 (805 MB of RGB), and a GIF of
@@ -200,17 +197,9 @@ def test_many_frame_gif_decodes_only_its_first_frame(loaded):
 
 
 def _predict(server_process, data):
-    body = json.dumps({"instances": [{"b64": base64.b64encode(data).decode("ascii")}]})
-    request = urllib.request.Request(
-        f"http://{server_process.rest_address}/v1/models/{MODEL_NAME}:predict",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    body = {"instances": [{"b64": base64.b64encode(data).decode("ascii")}]}
+    path = f"/v1/models/{MODEL_NAME}:predict"
+    return rest_json(server_process.rest_address, path, body, timeout=120)
 
 
 def test_server_refuses_the_webp_bomb_in_bounded_memory(server_process):

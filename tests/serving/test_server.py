@@ -5,8 +5,6 @@ import concurrent.futures
 import http.client
 import io
 import json
-import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
@@ -16,7 +14,7 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import contract
-from tests.fixtures import make_image, png_bytes
+from tests.fixtures import make_image, png_bytes, rest_json
 from tests.serving.conftest import MODEL_NAME, SCALE
 
 LR = make_image(20, 24, seed=7)
@@ -28,21 +26,11 @@ def _in_process(loaded, image):
 
 
 def _post(server, path, body):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://{server.rest_address}{path}", data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return rest_json(server.rest_address, path, body)
 
 
 def _get(server, path):
-    try:
-        with urllib.request.urlopen(f"http://{server.rest_address}{path}", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return rest_json(server.rest_address, path, timeout=10)
 
 
 def _b64(data):
