@@ -448,17 +448,6 @@ def _separable_blur(images, rows, columns):
     return tf.ensure_shape(tf.transpose(horizontal, [0, 2, 1, 3]), images.shape)
 
 
-def _separable_blur_direct(images, size, sigma):
-    """_separable_blur as two 1-D depthwise convolutions: the reference it is checked against."""
-    channels = images.shape[-1]
-    kernel = _gaussian_1d(size, sigma)
-    padded = reflect_pad(images, size // 2)
-    rows = tf.tile(kernel[:, None, None, None], [1, 1, channels, 1])
-    cols = tf.tile(kernel[None, :, None, None], [1, 1, channels, 1])
-    out = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
-    return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")
-
-
 def usm_sharpen(images):
     """Unsharp masking as BasicSR's USMSharp: sharpen by half the residual against a 51x51
     Gaussian blur where the residual exceeds 10/255, blended through the blurred mask."""

@@ -51,7 +51,7 @@ def _degraded(hr, seed, step, replica, config):
 
 def _sharpened(batch):
     lr, hr = batch
-    target = degradations.usm_sharpen((hr + 1.0) / 2.0)
+    target = degradations.usm_sharpen(value_range.unit_from_hr(hr))
     return lr, value_range.hr_from_unit(target), hr
 
 

@@ -218,7 +218,7 @@ def _loop_fn_builder(strategy, config, state, prepare_batch=None):
             ema_generator=state.ema_generator,
             ema_decay=config.optimizer.ema_decay,
             prepare_batch=prepare_batch,
-            step_counter=state.global_step if prepare_batch is not None else None,
+            step_counter=state.global_step,
         )
 
     return build

@@ -30,6 +30,11 @@ def hr_from_unit(images):
     return tf.cast(images, tf.float32) * 2.0 - 1.0
 
 
+def unit_from_hr(images):
+    """HR range [-1, 1] -> [0, 1] (the degradation model's range), not clipped."""
+    return (tf.cast(images, tf.float32) + 1.0) / 2.0
+
+
 def hr_from_uint8(images):
     """uint8 [0, 255] -> float32 HR range [-1, 1]."""
     return tf.cast(images, tf.float32) / 127.5 - 1.0
